@@ -1,0 +1,23 @@
+# The two commands a newcomer needs:
+#   make run    set up, export a model repository, start the embedded Triton server and score the example audio
+#   make test   set up and run the whole test suite
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.setup-done
+
+.PHONY: setup test run clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/setup.sh
+	scripts/setup.sh
+	touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest tests
+
+run: setup
+	scripts/run.sh
+
+clean:
+	rm -rf $(VENV) .cache outputs

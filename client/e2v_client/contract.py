@@ -1,0 +1,111 @@
+"""The one definition shared by the export, the Triton models and the client.
+
+Tensor and model names, the audio format, the frame formula, the waveform
+normalisation and the label names live here and nowhere else. This module
+imports only numpy so that the thin client can use it without torch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+# --- audio ---------------------------------------------------------------
+SAMPLE_RATE = 16000
+# Receptive field and hop of emotion2vec's conv front-end, in samples.
+# The exporter checks these against each checkpoint's feature_encoder_spec.
+FRAME_RECEPTIVE_FIELD = 400
+FRAME_HOP = 320
+FRAMES_PER_SECOND = SAMPLE_RATE / FRAME_HOP  # 50.0
+# Per-utterance normalisation epsilon (FunASR: F.layer_norm(x, x.shape), eps 1e-5).
+NORM_EPS = 1e-5
+
+# --- model names in the Triton repository --------------------------------
+ENSEMBLE_MODEL = "emotion2vec"
+PREPROCESS_MODEL = "preprocess"
+ENCODER_MODEL = "encoder"
+CLASSIFIER_MODEL = "classifier"
+
+# --- tensor names ---------------------------------------------------------
+# Encoder ONNX: waveform [B, N] float32 (normalised), lengths [B] int64
+#            -> frames [B, T, D] float32, frame_lengths [B] int64
+ENCODER_INPUTS = ("waveform", "lengths")
+ENCODER_OUTPUTS = ("frames", "frame_lengths")
+# Classifier ONNX: frames [B, T, D], frame_lengths [B]
+#            -> embedding [B, D], scores [B, L], frame_scores [B, T, L]
+CLASSIFIER_INPUTS = ENCODER_OUTPUTS
+CLASSIFIER_OUTPUTS = ("embedding", "scores", "frame_scores")
+
+# File names written by the exporter.
+ENCODER_ONNX = "encoder.onnx"
+CLASSIFIER_ONNX = "classifier.onnx"
+LABELS_FILE = "labels.txt"  # display names, one per output column, in model order
+MODEL_INFO_FILE = "model_info.json"
+
+# --- labels ---------------------------------------------------------------
+UNUSED_LABEL_PREFIX = "unuse"  # older tokens.txt files carry placeholder labels
+UNKNOWN_TOKEN = "<unk>"
+
+def read_tokens(path: str | Path) -> list[str]:
+    """The raw tokens of a checkpoint's tokens.txt, one per line, read as FunASR reads them."""
+    with open(path, encoding="utf-8") as f:
+        tokens = [line.rstrip() for line in f]
+    if not tokens:
+        raise ValueError(f"{path} holds no labels")
+    return tokens
+
+
+def label_name(token: str) -> str:
+    """The lower-case English label of a token: '生气/angry' -> 'angry', '<unk>' -> 'unknown'."""
+    if token == UNKNOWN_TOKEN:
+        return "unknown"
+    return token.rsplit("/", 1)[-1].strip().lower()
+
+
+def is_unused_label(token: str) -> bool:
+    """FunASR masks these (logit -inf) and leaves them out of its results."""
+    return token.startswith(UNUSED_LABEL_PREFIX)
+
+
+# --- frames and normalisation ---------------------------------------------
+def frames_for_samples(num_samples):
+    """Encoder frames for a waveform of num_samples (0 when it is shorter than one frame).
+
+    Works on ints and on numpy integer arrays.
+    """
+    n = np.asarray(num_samples, dtype=np.int64)
+    frames = np.where(n >= FRAME_RECEPTIVE_FIELD, (n - FRAME_RECEPTIVE_FIELD) // FRAME_HOP + 1, 0)
+    return int(frames) if frames.ndim == 0 else frames
+
+
+def check_waveform(samples: np.ndarray, max_seconds: float | None = None) -> None:
+    """Raise ValueError, with a message a user can act on, for audio the model cannot score."""
+    x = np.asarray(samples)
+    if x.ndim != 1:
+        raise ValueError(f"expected one mono waveform (1-D), got shape {x.shape}")
+    if x.size == 0:
+        raise ValueError("the audio is empty (0 samples)")
+    if x.size < FRAME_RECEPTIVE_FIELD:
+        raise ValueError(
+            f"the audio is too short: {x.size} samples ({x.size / SAMPLE_RATE * 1000:.1f} ms); "
+            f"the model needs at least {FRAME_RECEPTIVE_FIELD} samples "
+            f"({FRAME_RECEPTIVE_FIELD / SAMPLE_RATE * 1000:.0f} ms at {SAMPLE_RATE} Hz)"
+        )
+    if not np.all(np.isfinite(x)):
+        raise ValueError("the audio holds NaN or infinite samples")
+    if max_seconds is not None and x.size > max_seconds * SAMPLE_RATE:
+        raise ValueError(
+            f"the audio is too long: {x.size / SAMPLE_RATE:.1f} s; the maximum is {max_seconds:g} s"
+        )
+
+
+def normalize_waveform(samples: np.ndarray) -> np.ndarray:
+    """Zero mean, unit (biased) variance over one whole utterance, as FunASR does.
+
+    Silence (all zeros) stays all zeros; the result is never NaN for finite input.
+    """
+    x = np.asarray(samples, dtype=np.float32)
+    mean = x.mean(dtype=np.float64)
+    var = np.square(x - mean, dtype=np.float64).mean()
+    return ((x - mean) / np.sqrt(var + NORM_EPS)).astype(np.float32)

@@ -1,0 +1,116 @@
+"""Export the encoder and classifier graphs to ONNX and check them."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from e2v_client import contract
+from e2v_export.checkpoint import LoadedCheckpoint
+from e2v_export.graph import ClassifierGraph, EncoderGraph
+
+log = logging.getLogger(__name__)
+
+OPSET = 17  # first opset with LayerNormalization
+
+
+@dataclass
+class ExportResult:
+    encoder_path: Path
+    classifier_path: Path
+    labels: list[str]
+    embedding_dim: int
+    seconds: float
+
+
+def _dummy_batch(seconds=(1.0, 0.6)):
+    lengths = [int(s * contract.SAMPLE_RATE) for s in seconds]
+    rng = np.random.default_rng(0)
+    waveform = np.zeros((len(lengths), max(lengths)), np.float32)
+    for i, n in enumerate(lengths):
+        waveform[i, :n] = contract.normalize_waveform(rng.standard_normal(n))
+    return torch.from_numpy(waveform), torch.tensor(lengths, dtype=torch.int64)
+
+
+def _export(module, args, path: Path, input_names, output_names, dynamic_axes) -> None:
+    with torch.no_grad(), warnings.catch_warnings():
+        # The tracer warns about Python ints taken from shapes; every shape used is symbolic.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        torch.onnx.export(
+            module,
+            args,
+            str(path),
+            input_names=list(input_names),
+            output_names=list(output_names),
+            dynamic_axes=dynamic_axes,
+            opset_version=OPSET,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+    onnx.checker.check_model(str(path))
+
+
+def export_onnx(checkpoint: LoadedCheckpoint, out_dir: str | Path) -> ExportResult:
+    """Write encoder.onnx, classifier.onnx, labels.txt and model_info.json into out_dir."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    encoder = EncoderGraph(checkpoint.model).eval()
+    classifier = ClassifierGraph(checkpoint.model, checkpoint.tokens).eval()
+
+    waveform, lengths = _dummy_batch()
+    wave_in, len_in = contract.ENCODER_INPUTS
+    frames_out, frame_len_out = contract.ENCODER_OUTPUTS
+    encoder_path = out_dir / contract.ENCODER_ONNX
+    _export(
+        encoder,
+        (waveform, lengths),
+        encoder_path,
+        contract.ENCODER_INPUTS,
+        contract.ENCODER_OUTPUTS,
+        {wave_in: {0: "batch", 1: "samples"}, len_in: {0: "batch"}, frames_out: {0: "batch", 1: "frames"},
+         frame_len_out: {0: "batch"}},
+    )
+    with torch.no_grad():
+        frames, frame_lengths = encoder(waveform, lengths)
+    emb_out, scores_out, frame_scores_out = contract.CLASSIFIER_OUTPUTS
+    classifier_path = out_dir / contract.CLASSIFIER_ONNX
+    _export(
+        classifier,
+        (frames, frame_lengths),
+        classifier_path,
+        contract.CLASSIFIER_INPUTS,
+        contract.CLASSIFIER_OUTPUTS,
+        {frames_out: {0: "batch", 1: "frames"}, frame_len_out: {0: "batch"}, emb_out: {0: "batch"},
+         scores_out: {0: "batch"}, frame_scores_out: {0: "batch", 1: "frames"}},
+    )
+
+    labels = [contract.label_name(t) for t in checkpoint.tokens]
+    (out_dir / contract.LABELS_FILE).write_text("\n".join(labels) + "\n", "utf-8")
+    result = ExportResult(
+        encoder_path=encoder_path,
+        classifier_path=classifier_path,
+        labels=labels,
+        embedding_dim=int(checkpoint.config["model_conf"]["embed_dim"]),
+        seconds=time.perf_counter() - start,
+    )
+    info = {
+        "source": str(checkpoint.model_dir),
+        "tokens": checkpoint.tokens,
+        "labels": labels,
+        "embedding_dim": result.embedding_dim,
+        "sample_rate": contract.SAMPLE_RATE,
+        "frames_per_second": contract.FRAMES_PER_SECOND,
+        "opset": OPSET,
+    }
+    (out_dir / contract.MODEL_INFO_FILE).write_text(json.dumps(info, indent=2, ensure_ascii=False), "utf-8")
+    log.info("exported %s and %s in %.1f s", encoder_path, classifier_path, result.seconds)
+    return result

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Create .venv/ and install everything the project needs. Idempotent; `make setup` runs it
+# when pyproject.toml or this script changed since the last successful run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# System packages: only those missing are installed.
+#   libb64-0d   Triton's perf_analyzer (shipped in the tritonclient wheel) links against it
+#   espeak-ng   speaks the example clips for `make run`
+APT_PACKAGES=(libb64-0d espeak-ng)
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  echo "setup: installing system packages: ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PYTHON="${PYTHON:-python3}"
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
+"${PIP[@]}" install --upgrade pip
+# torch first and pinned: 2.13.0 is a CPU build already on disk; anything else would pull
+# several GB of CUDA wheels when FunASR asks for torch.
+"${PIP[@]}" install torch==2.13.0
+"${PIP[@]}" install -e ".[export,server,test]"
+echo "setup: .venv ready"

@@ -1,0 +1,198 @@
+"""The ONNX export against FunASR's own PyTorch inference on random-weight checkpoints of the real architecture."""
+
+import pickle
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from e2v_client import contract
+from e2v_export.checkpoint import CheckpointError, load_checkpoint
+from e2v_export.parity import (
+    SCORES_MAX_ABS,
+    compare_batch_with_single,
+    compare_with_funasr,
+    funasr_reference,
+)
+from e2v_export.synthetic import speech_like
+
+DURATIONS = [0.5, 1.0, 3.3, 7.0, 15.0, 30.0]
+
+
+def assert_within_bounds(row):
+    assert row.within_bounds(), row
+
+
+@pytest.mark.parametrize("seconds", DURATIONS)
+def test_onnx_matches_funasr_generate(exported, seconds):
+    audio = speech_like(seconds, seed=int(seconds * 10))
+    row = compare_with_funasr(exported.automodel, exported.runner, audio)
+    assert row.frames == contract.frames_for_samples(len(audio))
+    assert_within_bounds(row)
+
+
+def test_padded_batch_gives_each_utterance_its_single_result(exported):
+    waveforms = [speech_like(s, seed=i) for i, s in enumerate([0.5, 30.0, 2.2, 9.7])]
+    for row in compare_batch_with_single(exported.runner, waveforms):
+        assert_within_bounds(row)
+
+
+def test_padded_batch_matches_funasr(tiny):
+    waveforms = [speech_like(s, seed=10 + i) for i, s in enumerate([1.3, 6.0, 0.7, 12.0])]
+    from e2v_export.parity import compare
+
+    for waveform, ours in zip(waveforms, tiny.runner.run_batch(waveforms)):
+        assert_within_bounds(compare(ours, funasr_reference(tiny.automodel, waveform), len(waveform) / 16000))
+
+
+def test_audio_shorter_than_one_frame_is_refused_and_one_frame_works(tiny):
+    with pytest.raises(ValueError, match="too short"):
+        tiny.runner.run(np.zeros(399, np.float32))
+    one_frame = speech_like(400 / 16000, seed=3)
+    result = tiny.runner.run(one_frame)
+    assert result.frames.shape[0] == 1
+    assert np.all(np.isfinite(result.scores)) and np.all(np.isfinite(result.embedding))
+
+
+def test_silence_gives_funasrs_answer_not_nan(exported):
+    silence = np.zeros(16000, np.float32)
+    row = compare_with_funasr(exported.automodel, exported.runner, silence)
+    result = exported.runner.run(silence)
+    assert np.all(np.isfinite(result.scores)) and np.all(np.isfinite(result.frames))
+    assert_within_bounds(row)
+
+
+def test_onnx_files_are_valid_with_dynamic_batch_and_length(tiny):
+    for name, inputs, outputs in [
+        (contract.ENCODER_ONNX, contract.ENCODER_INPUTS, contract.ENCODER_OUTPUTS),
+        (contract.CLASSIFIER_ONNX, contract.CLASSIFIER_INPUTS, contract.CLASSIFIER_OUTPUTS),
+    ]:
+        model = onnx.load(str(tiny.onnx_dir / name))
+        onnx.checker.check_model(model)
+        assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 17
+        assert [i.name for i in model.graph.input] == list(inputs)
+        assert [o.name for o in model.graph.output] == list(outputs)
+        first = model.graph.input[0].type.tensor_type.shape.dim
+        assert first[0].dim_param and first[1].dim_param  # symbolic batch and length
+    labels = (tiny.onnx_dir / contract.LABELS_FILE).read_text("utf-8").split()
+    assert labels == ["angry", "disgusted", "fearful", "happy", "neutral", "other", "sad", "surprised", "unknown"]
+
+
+def test_unused_labels_are_masked_as_funasr_masks_them(tiny, tmp_path):
+    from e2v_export.onnx_export import export_onnx
+    from e2v_export.onnx_runner import OnnxEmotion2vec
+    from e2v_export.parity import funasr_automodel
+
+    model_dir = tmp_path / "old_tokens"
+    shutil.copytree(tiny.model_dir, model_dir)
+    old_tokens = ["生气/angry", "unuse_0", "unuse_1", "开心/happy", "中立/neutral", "unuse_2", "难过/sad", "unuse_3", "<unk>"]
+    (model_dir / "tokens.txt").write_text("\n".join(old_tokens) + "\n", "utf-8")
+    export_onnx(load_checkpoint(model_dir), tmp_path / "onnx")
+    runner = OnnxEmotion2vec(tmp_path / "onnx" / contract.ENCODER_ONNX, tmp_path / "onnx" / contract.CLASSIFIER_ONNX)
+    audio = speech_like(2.0, seed=5)
+    ours = runner.run(audio)
+    ref = funasr_reference(funasr_automodel(model_dir), audio)  # FunASR leaves the unused labels out
+    used = [i for i, t in enumerate(old_tokens) if not t.startswith("unuse")]
+    unused = [i for i, t in enumerate(old_tokens) if t.startswith("unuse")]
+    assert np.all(ours.scores[unused] == 0.0) and np.all(ours.frame_scores[:, unused] == 0.0)
+    assert np.abs(ours.scores[used] - ref.scores).max() <= SCORES_MAX_ABS
+    assert abs(ours.scores.sum() - 1.0) < 1e-6
+
+
+# --- loading checkpoints --------------------------------------------------
+
+def test_test_checkpoint_has_the_real_key_layout(tiny):
+    state = torch.load(tiny.model_dir / "model.pt", weights_only=True)["model"]
+    assert "proj.weight" in state and "proj.bias" in state
+    assert all(k.startswith("d2v_model.") for k in state if not k.startswith("proj."))
+    assert not any(".decoder." in k for k in state)
+    assert "d2v_model.modality_encoders.AUDIO.alibi_scale" in state
+
+
+def test_large_test_checkpoint_is_the_real_architecture():
+    from e2v_export.checkpoint import emotion2vec_class
+    from e2v_export.random_checkpoint import config_for
+
+    config = config_for("large")
+    model = emotion2vec_class()(model_conf=config["model_conf"], vocab_size=9)
+    inference_params = sum(p.numel() for n, p in model.named_parameters() if ".decoder." not in n)
+    assert inference_params == 162_140_185  # model-spec.md §2.5
+    audio = config["model_conf"]["modalities"]["audio"]
+    assert (config["model_conf"]["embed_dim"], config["model_conf"]["num_heads"], config["model_conf"]["depth"]) == (1024, 16, 8)
+    assert (audio["prenet_depth"], audio["num_extra_tokens"], audio["use_alibi_encoder"]) == (4, 10, True)
+
+
+def test_missing_files_are_refused(tiny, tmp_path):
+    for name in ("model.pt", "tokens.txt"):
+        model_dir = tmp_path / f"without_{name}"
+        shutil.copytree(tiny.model_dir, model_dir)
+        (model_dir / name).unlink()
+        with pytest.raises(CheckpointError, match=f"missing {name}"):
+            load_checkpoint(model_dir)
+
+
+def test_mismatched_checkpoint_names_the_keys(tiny, tmp_path):
+    model_dir = tmp_path / "mismatch"
+    shutil.copytree(tiny.model_dir, model_dir)
+    state = torch.load(model_dir / "model.pt", weights_only=True)
+    weights = state["model"]
+    weights["proj.weight"] = torch.zeros(9, 32)  # wrong shape
+    del weights["d2v_model.blocks.3.attn.qkv.bias"]  # missing
+    weights["d2v_model.surplus.weight"] = torch.zeros(1)  # unexpected
+    torch.save(state, model_dir / "model.pt")
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(model_dir)
+    message = str(error.value)
+    assert "proj.weight" in message and "blocks.3.attn.qkv.bias" in message and "surplus.weight" in message
+
+
+class NotWeights:
+    pass
+
+
+def test_checkpoint_with_pickled_code_is_refused(tiny, tmp_path):
+    model_dir = tmp_path / "pickled"
+    shutil.copytree(tiny.model_dir, model_dir)
+    with open(model_dir / "model.pt", "wb") as f:
+        pickle.dump({"model": NotWeights()}, f)
+    with pytest.raises(CheckpointError, match="weights-only"):
+        load_checkpoint(model_dir)
+
+
+def test_relative_path_is_never_taken_for_a_hub_name(tiny, tmp_path, monkeypatch):
+    # "emotion2vec_plus_large" is a FunASR hub alias; as an existing relative folder it must load locally.
+    shutil.copytree(tiny.model_dir, tmp_path / "emotion2vec_plus_large")
+    monkeypatch.chdir(tmp_path)
+    assert load_checkpoint("emotion2vec_plus_large").model_dir == (tmp_path / "emotion2vec_plus_large").resolve()
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint("./no_such_model")
+
+
+def test_hub_name_offline_fails_fast_with_a_way_out():
+    # Our machines and CI cannot reach the model hubs.
+    import time
+
+    start = time.monotonic()
+    with pytest.raises(CheckpointError, match="pass its local directory"):
+        load_checkpoint("iic/emotion2vec_plus_large")
+    assert time.monotonic() - start < 30
+
+
+def test_cli_writes_a_repository(tiny, tmp_path):
+    out = tmp_path / "repo"
+    done = subprocess.run(
+        [sys.executable, "-m", "e2v_export.cli", "--model", str(tiny.model_dir), "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (out / contract.ENCODER_MODEL / "1" / "model.onnx").is_file()
+    assert (out / contract.CLASSIFIER_MODEL / "1" / "model.onnx").is_file()
+    bad = subprocess.run(
+        [sys.executable, "-m", "e2v_export.cli", "--model", str(tmp_path), "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert bad.returncode == 2 and "missing config.yaml" in bad.stderr
