@@ -1,4 +1,5 @@
-"""Shared fixtures: random-weight checkpoints of the real architecture, exported once per session."""
+"""Shared fixtures: random-weight checkpoints of the real architecture, exported once per session
+into a Triton model repository, and real Triton servers started on it."""
 
 from __future__ import annotations
 
@@ -14,24 +15,32 @@ from e2v_client import contract
 class Exported:
     size: str
     model_dir: Path
-    onnx_dir: Path
-    runner: object  # e2v_export.onnx_runner.OnnxEmotion2vec
+    repository: Path
+    runner: object  # e2v_export.onnx_runner.OnnxEmotion2vec on the repository's ONNX files
     automodel: object  # funasr.AutoModel on the same checkpoint
+
+    @property
+    def encoder_onnx(self) -> Path:
+        return self.repository / contract.ENCODER_MODEL / "1" / "model.onnx"
+
+    @property
+    def classifier_onnx(self) -> Path:
+        return self.repository / contract.CLASSIFIER_MODEL / "1" / "model.onnx"
 
 
 def _export(tmp_path_factory, size: str, seed: int) -> Exported:
     from e2v_export.checkpoint import load_checkpoint
-    from e2v_export.onnx_export import export_onnx
     from e2v_export.onnx_runner import OnnxEmotion2vec
     from e2v_export.parity import funasr_automodel
     from e2v_export.random_checkpoint import make_test_checkpoint
+    from e2v_export.repository import write_repository
 
     root = tmp_path_factory.mktemp(f"e2v_{size}")
     model_dir = make_test_checkpoint(size, seed, root / "checkpoint")
-    onnx_dir = root / "onnx"
-    export_onnx(load_checkpoint(model_dir), onnx_dir)
-    runner = OnnxEmotion2vec(onnx_dir / contract.ENCODER_ONNX, onnx_dir / contract.CLASSIFIER_ONNX)
-    return Exported(size, model_dir, onnx_dir, runner, funasr_automodel(model_dir))
+    repository = write_repository(load_checkpoint(model_dir), root / "model_repository")
+    exported = Exported(size, model_dir, repository, None, funasr_automodel(model_dir))
+    exported.runner = OnnxEmotion2vec(exported.encoder_onnx, exported.classifier_onnx)
+    return exported
 
 
 @pytest.fixture(scope="session")
@@ -47,3 +56,32 @@ def base(tmp_path_factory) -> Exported:
 @pytest.fixture(scope="session", params=["tiny", "base"])
 def exported(request) -> Exported:
     return request.getfixturevalue(request.param)
+
+
+def _server(exported: Exported, tmp_path_factory):
+    from e2v_export.serve import TritonServer
+
+    log = tmp_path_factory.mktemp("triton_logs") / f"triton_{exported.size}.log"
+    server = TritonServer(exported.repository, log_file=log)
+    server.start()
+    return server
+
+
+@pytest.fixture(scope="session")
+def tiny_server(tiny, tmp_path_factory):
+    server = _server(tiny, tmp_path_factory)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def base_server(base, tmp_path_factory):
+    server = _server(base, tmp_path_factory)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session", params=["tiny", "base"])
+def served(request):
+    """(exported checkpoint, running server) for each size."""
+    return request.getfixturevalue(request.param), request.getfixturevalue(f"{request.param}_server")

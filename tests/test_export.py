@@ -68,17 +68,17 @@ def test_silence_gives_funasrs_answer_not_nan(exported):
 
 def test_onnx_files_are_valid_with_dynamic_batch_and_length(tiny):
     for name, inputs, outputs in [
-        (contract.ENCODER_ONNX, contract.ENCODER_INPUTS, contract.ENCODER_OUTPUTS),
-        (contract.CLASSIFIER_ONNX, contract.CLASSIFIER_INPUTS, contract.CLASSIFIER_OUTPUTS),
+        (tiny.encoder_onnx, contract.ENCODER_INPUTS, contract.ENCODER_OUTPUTS),
+        (tiny.classifier_onnx, contract.CLASSIFIER_INPUTS, contract.CLASSIFIER_OUTPUTS),
     ]:
-        model = onnx.load(str(tiny.onnx_dir / name))
+        model = onnx.load(str(name))
         onnx.checker.check_model(model)
         assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 17
         assert [i.name for i in model.graph.input] == list(inputs)
         assert [o.name for o in model.graph.output] == list(outputs)
         first = model.graph.input[0].type.tensor_type.shape.dim
         assert first[0].dim_param and first[1].dim_param  # symbolic batch and length
-    labels = (tiny.onnx_dir / contract.LABELS_FILE).read_text("utf-8").split()
+    labels = (tiny.repository / contract.ENSEMBLE_MODEL / contract.LABELS_FILE).read_text("utf-8").split()
     assert labels == ["angry", "disgusted", "fearful", "happy", "neutral", "other", "sad", "surprised", "unknown"]
 
 
@@ -189,8 +189,10 @@ def test_cli_writes_a_repository(tiny, tmp_path):
         capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr
-    assert (out / contract.ENCODER_MODEL / "1" / "model.onnx").is_file()
-    assert (out / contract.CLASSIFIER_MODEL / "1" / "model.onnx").is_file()
+    for model in (contract.ENCODER_MODEL, contract.CLASSIFIER_MODEL):
+        assert (out / model / "1" / "model.onnx").is_file()
+    for model in (contract.PREPROCESS_MODEL, contract.ENCODER_MODEL, contract.CLASSIFIER_MODEL, contract.ENSEMBLE_MODEL):
+        assert (out / model / "config.pbtxt").is_file()
     bad = subprocess.run(
         [sys.executable, "-m", "e2v_export.cli", "--model", str(tmp_path), "--out", str(out)],
         capture_output=True, text=True, timeout=300,

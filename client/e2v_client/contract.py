@@ -33,9 +33,35 @@ CLASSIFIER_MODEL = "classifier"
 ENCODER_INPUTS = ("waveform", "lengths")
 ENCODER_OUTPUTS = ("frames", "frame_lengths")
 # Classifier ONNX: frames [B, T, D], frame_lengths [B]
-#            -> embedding [B, D], scores [B, L], frame_scores [B, T, L]
+#            -> embedding [B, D], scores [B, L], frame_scores [B, T, L],
+#               frame_embedding [B, T, D] and num_frames [B] (its inputs passed through: in
+#               Triton 2.51 an ensemble output must not also feed a later step, so the
+#               ensemble takes the frame outputs from the last step)
 CLASSIFIER_INPUTS = ENCODER_OUTPUTS
-CLASSIFIER_OUTPUTS = ("embedding", "scores", "frame_scores")
+CLASSIFIER_OUTPUTS = ("embedding", "scores", "frame_scores", "frame_embedding", "num_frames")
+
+# Preprocess (Python backend): AUDIO [1, N] float32 16 kHz mono, one utterance per request
+#            -> the encoder's inputs, normalised and zero-padded to a common length per batch.
+PREPROCESS_INPUT = "AUDIO"
+
+# The public ensemble: AUDIO -> outputs; a client asks only for the outputs it needs.
+ENSEMBLE_INPUT = PREPROCESS_INPUT
+SCORES = "SCORES"  # [L] utterance scores
+EMBEDDING = "EMBEDDING"  # [D] mean of the frame features
+FRAME_SCORES = "FRAME_SCORES"  # [T', L] per-frame scores; rows past NUM_FRAMES are padding
+FRAME_EMBEDDING = "FRAME_EMBEDDING"  # [T', D] frame features; rows past NUM_FRAMES are padding
+NUM_FRAMES = "NUM_FRAMES"  # [1] valid frames of this utterance
+ENSEMBLE_OUTPUTS = (SCORES, EMBEDDING, FRAME_SCORES, FRAME_EMBEDDING, NUM_FRAMES)
+
+# Model identity, carried as string parameters of the ensemble's config.pbtxt
+# so that a client can read it with get_model_config().
+PARAM_LABELS = "labels"  # comma-separated display names, in score order
+PARAM_EMBEDDING_DIM = "embedding_dim"
+PARAM_SAMPLE_RATE = "sample_rate"
+PARAM_FRAMES_PER_SECOND = "frames_per_second"
+PARAM_MAX_SECONDS = "max_seconds"
+PARAM_MODEL_NAME = "model_name"
+PARAM_RANDOM_WEIGHTS = "random_weights"  # "true" for test checkpoints: predictions are meaningless
 
 # File names written by the exporter.
 ENCODER_ONNX = "encoder.onnx"

@@ -12,6 +12,7 @@ import logging
 import sys
 
 from e2v_export.checkpoint import CheckpointError
+from e2v_export.repository import FLAVOURS, RepositoryOptions, write_repository
 
 DEFAULT_MODEL = "iic/emotion2vec_plus_large"
 
@@ -30,6 +31,25 @@ def _export_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--hub", choices=["ms", "hf"], default="ms", help="hub for a hub id: ModelScope or Hugging Face")
     parser.add_argument("--out", default="model_repository", help="model repository to write (default: %(default)s)")
+    serving = parser.add_argument_group("serving options (written into the repository's config.pbtxt files)")
+    defaults = RepositoryOptions()
+    serving.add_argument("--flavour", choices=FLAVOURS, default=defaults.flavour,
+                         help="portable: Python-backend models running ONNX Runtime (any Triton, including the "
+                         "pip-installed one); native: Triton's onnxruntime backend with TensorRT fp16 (NVIDIA's container)")
+    serving.add_argument("--instance-kind", choices=["cpu", "gpu"], help="encoder/classifier instances "
+                         "(default: cpu for portable, gpu for native)")
+    serving.add_argument("--max-batch-size", type=int, default=defaults.max_batch_size)
+    serving.add_argument("--queue-delay-us", type=int, default=defaults.queue_delay_us,
+                         help="dynamic batcher: longest wait to fill a batch, in microseconds")
+    serving.add_argument("--preprocess-instances", type=int, default=defaults.preprocess_instances)
+    serving.add_argument("--encoder-instances", type=int, default=defaults.encoder_instances)
+    serving.add_argument("--threads", type=int, default=defaults.threads,
+                         help="ONNX Runtime intra-op threads per encoder instance (0: one per core)")
+    serving.add_argument("--max-seconds", type=float, default=defaults.max_seconds,
+                         help="longest audio a request may carry; longer requests are refused")
+    serving.add_argument("--pad-multiple", type=int, default=defaults.pad_multiple,
+                         help="preprocess pads each batch to a multiple of this many samples")
+    serving.add_argument("--model-name", default="", help="name reported to clients (default: the model folder's name)")
     return parser
 
 
@@ -62,12 +82,24 @@ def main(argv: list[str] | None = None) -> int:
 
     args = _export_parser().parse_args(argv)
     from e2v_export.checkpoint import load_checkpoint
-    from e2v_export.repository import write_repository
 
+    options = RepositoryOptions(
+        flavour=args.flavour,
+        instance_kind=args.instance_kind or ("gpu" if args.flavour == "native" else "cpu"),
+        max_batch_size=args.max_batch_size,
+        queue_delay_us=args.queue_delay_us,
+        preprocess_instances=args.preprocess_instances,
+        encoder_instances=args.encoder_instances,
+        threads=args.threads,
+        max_seconds=args.max_seconds,
+        pad_multiple=args.pad_multiple,
+        model_name=args.model_name,
+    )
     try:
+        options.check()
         checkpoint = load_checkpoint(args.model, hub=args.hub)
-        repository = write_repository(checkpoint, args.out)
-    except (CheckpointError, NotImplementedError) as exc:
+        repository = write_repository(checkpoint, args.out, options)
+    except (CheckpointError, NotImplementedError, ValueError) as exc:
         print(f"e2v-export: error: {exc}", file=sys.stderr)
         return 2
     print(f"model repository ready: {repository}")

@@ -154,11 +154,14 @@ class EncoderGraph(nn.Module):
 
 
 class ClassifierGraph(nn.Module):
-    """(frames [B, T, D], frame_lengths [B]) -> (embedding [B, D], scores [B, L], frame_scores [B, T, L]).
+    """(frames [B, T, D], frame_lengths [B])
+    -> (embedding [B, D], scores [B, L], frame_scores [B, T, L], frame_embedding [B, T, D], num_frames [B]).
 
     The embedding is the mean of the valid frames, and the utterance scores are
     the softmax of the head on that mean, as FunASR's inference computes them.
     Frame scores apply the same head to each frame; padded frames score 0.
+    frame_embedding and num_frames pass the inputs through (padded frames 0), so
+    that a Triton ensemble can take every output from this last step.
     """
 
     def __init__(self, e2v, tokens: list[str]):
@@ -178,4 +181,5 @@ class ClassifierGraph(nn.Module):
         embedding = (frames * valid.unsqueeze(-1)).sum(dim=1) / count
         scores = (self.proj(embedding) + self.label_mask).softmax(dim=-1)
         frame_scores = (self.proj(frames) + self.label_mask).softmax(dim=-1) * valid.unsqueeze(-1)
-        return embedding, scores, frame_scores
+        frame_embedding = frames * valid.unsqueeze(-1)
+        return embedding, scores, frame_scores, frame_embedding, frame_lengths.clone()

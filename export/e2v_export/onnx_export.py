@@ -81,7 +81,7 @@ def export_onnx(checkpoint: LoadedCheckpoint, out_dir: str | Path) -> ExportResu
     )
     with torch.no_grad():
         frames, frame_lengths = encoder(waveform, lengths)
-    emb_out, scores_out, frame_scores_out = contract.CLASSIFIER_OUTPUTS
+    emb_out, scores_out, frame_scores_out, frame_emb_out, num_frames_out = contract.CLASSIFIER_OUTPUTS
     classifier_path = out_dir / contract.CLASSIFIER_ONNX
     _export(
         classifier,
@@ -90,7 +90,8 @@ def export_onnx(checkpoint: LoadedCheckpoint, out_dir: str | Path) -> ExportResu
         contract.CLASSIFIER_INPUTS,
         contract.CLASSIFIER_OUTPUTS,
         {frames_out: {0: "batch", 1: "frames"}, frame_len_out: {0: "batch"}, emb_out: {0: "batch"},
-         scores_out: {0: "batch"}, frame_scores_out: {0: "batch", 1: "frames"}},
+         scores_out: {0: "batch"}, frame_scores_out: {0: "batch", 1: "frames"},
+         frame_emb_out: {0: "batch", 1: "frames"}, num_frames_out: {0: "batch"}},
     )
 
     labels = [contract.label_name(t) for t in checkpoint.tokens]

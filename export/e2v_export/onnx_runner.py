@@ -54,7 +54,7 @@ class OnnxEmotion2vec:
         frames, frame_lengths = self.encoder.run(None, {wave_in: batch, len_in: lengths})
         frames_in, frame_len_in = contract.CLASSIFIER_INPUTS
         embedding, scores, frame_scores = self.classifier.run(
-            None, {frames_in: frames, frame_len_in: frame_lengths}
+            list(contract.CLASSIFIER_OUTPUTS[:3]), {frames_in: frames, frame_len_in: frame_lengths}
         )
         return [
             UtteranceResult(scores[i], embedding[i], frames[i, :t], frame_scores[i, :t])
