@@ -17,7 +17,7 @@ test: setup
 	$(PY) -m pytest tests
 
 run: setup
-	scripts/run.sh
+	$(PY) scripts/run.py
 
 clean:
 	rm -rf $(VENV) .cache outputs
