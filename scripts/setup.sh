@@ -26,5 +26,5 @@ PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
 # torch first and pinned: 2.13.0 is a CPU build already on disk; anything else would pull
 # several GB of CUDA wheels when FunASR asks for torch.
 "${PIP[@]}" install torch==2.13.0
-"${PIP[@]}" install -e ".[export,server,test]"
+"${PIP[@]}" install -e ".[export,server,test,bench]"
 echo "setup: .venv ready"

@@ -198,3 +198,32 @@ def test_cli_writes_a_repository(tiny, tmp_path):
         capture_output=True, text=True, timeout=300,
     )
     assert bad.returncode == 2 and "missing config.yaml" in bad.stderr
+
+
+def test_conv_front_end_as_matmuls_matches_funasr(tiny, tmp_path):
+    # The int8 export runs the conv front-end as MatMuls; in fp32 it must still be FunASR's answer.
+    from e2v_export.onnx_export import export_onnx
+    from e2v_export.onnx_runner import OnnxEmotion2vec
+
+    export_onnx(load_checkpoint(tiny.model_dir), tmp_path, conv_as_matmul=True)
+    runner = OnnxEmotion2vec(tmp_path / contract.ENCODER_ONNX, tmp_path / contract.CLASSIFIER_ONNX)
+    for seconds in (0.5, 7.0):
+        row = compare_with_funasr(tiny.automodel, runner, speech_like(seconds, seed=31))
+        assert row.within_bounds(), row
+    waveforms = [speech_like(s, seed=40 + i) for i, s in enumerate([0.7, 5.0, 2.0])]
+    assert all(row.within_bounds() for row in compare_batch_with_single(runner, waveforms))
+
+
+def test_int8_repository_quantizes_the_weight_matmuls(tiny, tmp_path):
+    from e2v_export.onnx_runner import OnnxEmotion2vec
+    from e2v_export.repository import RepositoryOptions, write_repository
+
+    repo = write_repository(load_checkpoint(tiny.model_dir), tmp_path / "repo", RepositoryOptions(int8=True))
+    encoder = onnx.load(str(repo / contract.ENCODER_MODEL / "1" / "model.onnx"))
+    ops = [node.op_type for node in encoder.graph.node]
+    # 12 blocks x (qkv, out, fc1, fc2) + projection + conv taps of layers 1-6 (3, 3, 3, 3, 2, 2)
+    assert ops.count("MatMulInteger") == 12 * 4 + 1 + 16
+    assert 'string_value: "int8"' in (repo / contract.ENSEMBLE_MODEL / "config.pbtxt").read_text()
+    runner = OnnxEmotion2vec(repo / contract.ENCODER_MODEL / "1" / "model.onnx", tiny.classifier_onnx)
+    result = runner.run(speech_like(3.0, seed=2))
+    assert np.all(np.isfinite(result.scores)) and abs(result.scores.sum() - 1) < 1e-5

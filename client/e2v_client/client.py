@@ -47,6 +47,7 @@ class ModelInfo:
     frames_per_second: float
     max_seconds: float
     random_weights: bool
+    precision: str = "fp32"
 
     @classmethod
     def from_config(cls, config: dict) -> "ModelInfo":
@@ -60,6 +61,7 @@ class ModelInfo:
                 frames_per_second=float(params[contract.PARAM_FRAMES_PER_SECOND]),
                 max_seconds=float(params[contract.PARAM_MAX_SECONDS]),
                 random_weights=params.get(contract.PARAM_RANDOM_WEIGHTS) == "true",
+                precision=params.get(contract.PARAM_PRECISION, "fp32"),
             )
         except KeyError as exc:
             raise ServerError(f"the server's {contract.ENSEMBLE_MODEL} model does not describe itself ({exc} missing): "

@@ -62,6 +62,7 @@ PARAM_FRAMES_PER_SECOND = "frames_per_second"
 PARAM_MAX_SECONDS = "max_seconds"
 PARAM_MODEL_NAME = "model_name"
 PARAM_RANDOM_WEIGHTS = "random_weights"  # "true" for test checkpoints: predictions are meaningless
+PARAM_PRECISION = "precision"  # "fp32", or "int8" for the quantized encoder
 
 # File names written by the exporter.
 ENCODER_ONNX = "encoder.onnx"

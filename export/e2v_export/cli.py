@@ -49,6 +49,16 @@ def _export_parser() -> argparse.ArgumentParser:
                          help="longest audio a request may carry; longer requests are refused")
     serving.add_argument("--pad-multiple", type=int, default=defaults.pad_multiple,
                          help="preprocess pads each batch to a multiple of this many samples")
+    serving.add_argument("--max-padding-ratio", type=float, default=defaults.max_padding_ratio,
+                         help="portable encoder: run rows in groups whose longest is at most this times the "
+                         "shortest (padding is wasted compute on a CPU)")
+    serving.add_argument("--int8", action="store_true",
+                         help="int8 dynamic quantization of the encoder's weight matrices (faster on CPU; "
+                         "its accuracy cost is measured by scripts/bench.py)")
+    serving.add_argument("--tensorrt", action="store_true",
+                         help="native flavour: build fp16 TensorRT engines (model.plan) of the encoder and classifier "
+                         "on this machine's GPU and serve them as tensorrt_plan models; needs the tensorrt package of "
+                         "the serving Triton (10.5 for 24.10) and the serving GPU type (untested on hardware)")
     serving.add_argument("--model-name", default="", help="name reported to clients (default: the model folder's name)")
     return parser
 
@@ -93,13 +103,16 @@ def main(argv: list[str] | None = None) -> int:
         threads=args.threads,
         max_seconds=args.max_seconds,
         pad_multiple=args.pad_multiple,
+        max_padding_ratio=args.max_padding_ratio,
         model_name=args.model_name,
+        int8=args.int8,
+        tensorrt=args.tensorrt,
     )
     try:
         options.check()
         checkpoint = load_checkpoint(args.model, hub=args.hub)
         repository = write_repository(checkpoint, args.out, options)
-    except (CheckpointError, NotImplementedError, ValueError) as exc:
+    except (CheckpointError, NotImplementedError, ValueError, RuntimeError) as exc:
         print(f"e2v-export: error: {exc}", file=sys.stderr)
         return 2
     print(f"model repository ready: {repository}")

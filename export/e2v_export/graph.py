@@ -67,11 +67,31 @@ def alibi_slopes(num_heads: int, num_alibi_heads: int) -> torch.Tensor:
     return torch.cat([slopes, torch.zeros(num_heads - num_alibi_heads)])
 
 
-class EncoderGraph(nn.Module):
-    """(waveform [B, N] normalised, lengths [B]) -> (frames [B, T, D], frame_lengths [B])."""
+def strided_conv_as_matmuls(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
+    """A bias-free Conv1d on channels-last input [B, L, C_in] -> [B, L_out, C_out], as a sum of MatMuls.
 
-    def __init__(self, e2v):
+    out[t] = sum_j x[stride * t + j] @ W[:, :, j].T: one MatMul per kernel tap, on strided slices
+    of the input (no im2col buffer). Same arithmetic as the convolution; written this way so that
+    int8 dynamic quantization, which ONNX Runtime applies to MatMuls, covers the conv front-end.
+    """
+    kernel, stride = conv.kernel_size[0], conv.stride[0]
+    out_length = (x.shape[1] - kernel) // stride + 1
+    y = None
+    for j in range(kernel):
+        tap = x[:, j : j + stride * (out_length - 1) + 1 : stride] @ conv.weight[:, :, j].t()
+        y = tap if y is None else y + tap
+    return y
+
+
+class EncoderGraph(nn.Module):
+    """(waveform [B, N] normalised, lengths [B]) -> (frames [B, T, D], frame_lengths [B]).
+
+    conv_as_matmul: run conv layers 1.. of the front-end channels-last as MatMuls (for int8).
+    """
+
+    def __init__(self, e2v, conv_as_matmul: bool = False):
         super().__init__()
+        self.conv_as_matmul = conv_as_matmul
         check_supported(e2v)
         audio = e2v.modality_encoders["AUDIO"]
         cfg = e2v.cfg
@@ -120,11 +140,22 @@ class EncoderGraph(nn.Module):
         r = blk.norm1(x)
         return blk.norm2(r + blk.mlp(r))
 
+    def local_features(self, waveform: torch.Tensor) -> torch.Tensor:
+        """Conv front-end and projection: [B, N] -> [B, T, D]."""
+        if not self.conv_as_matmul:
+            return self.project_features(self.local_encoder(waveform))
+        layers = self.local_encoder.conv_layers
+        x = layers[0](waveform.unsqueeze(1)).transpose(1, 2)  # first conv (1 input channel) as is
+        for layer in layers[1:]:
+            conv, _dropout, norm, gelu = layer  # Conv1d, Dropout(0), (Transpose, Fp32LayerNorm, Transpose), GELU
+            x = gelu(norm[1](strided_conv_as_matmuls(x, conv)))
+        _transpose, norm, linear = self.project_features
+        return linear(norm(x))
+
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor):
         batch, num_samples = waveform.shape
         sample_valid = torch.arange(num_samples, device=waveform.device)[None, :] < lengths[:, None]
-        x = self.local_encoder(waveform * sample_valid.to(waveform.dtype))  # [B, C, T]
-        x = self.project_features(x)  # [B, T, D]
+        x = self.local_features(waveform * sample_valid.to(waveform.dtype))  # [B, T, D]
         num_frames = x.shape[1]
         frame_lengths = self.frame_lengths(lengths)
         frame_valid = torch.arange(num_frames, device=x.device)[None, :] < frame_lengths[:, None]  # [B, T]

@@ -58,12 +58,15 @@ def _export(module, args, path: Path, input_names, output_names, dynamic_axes) -
     onnx.checker.check_model(str(path))
 
 
-def export_onnx(checkpoint: LoadedCheckpoint, out_dir: str | Path) -> ExportResult:
-    """Write encoder.onnx, classifier.onnx, labels.txt and model_info.json into out_dir."""
+def export_onnx(checkpoint: LoadedCheckpoint, out_dir: str | Path, conv_as_matmul: bool = False) -> ExportResult:
+    """Write encoder.onnx, classifier.onnx, labels.txt and model_info.json into out_dir.
+
+    conv_as_matmul: the conv front-end as MatMuls (see graph.strided_conv_as_matmuls), for int8.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    encoder = EncoderGraph(checkpoint.model).eval()
+    encoder = EncoderGraph(checkpoint.model, conv_as_matmul=conv_as_matmul).eval()
     classifier = ClassifierGraph(checkpoint.model, checkpoint.tokens).eval()
 
     waveform, lengths = _dummy_batch()

@@ -40,6 +40,18 @@ def pad_batch(waveforms: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return batch, lengths
 
 
+def length_groups(lengths: list[int], max_ratio: float, max_size: int) -> list[list[int]]:
+    """Indices grouped so that in each group max length <= max_ratio * min length (sorted, greedy)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    groups: list[list[int]] = []
+    for i in order:
+        if groups and len(groups[-1]) < max_size and lengths[i] <= max_ratio * lengths[groups[-1][0]]:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
 class OnnxEmotion2vec:
     def __init__(self, encoder_path: str | Path, classifier_path: str | Path, threads: int = 0):
         self.encoder = make_session(encoder_path, threads)

@@ -9,7 +9,9 @@ files in place. Two flavours of the same repository:
   files with ONNX Runtime (the pip-installed Triton, which has only that backend);
 * native: encoder and classifier use Triton's onnxruntime backend
   (``platform: "onnxruntime_onnx"``, TensorRT accelerator in fp16), for
-  NVIDIA's Triton container.
+  NVIDIA's Triton container;
+* native with ``tensorrt``: encoder and classifier as fp16 TensorRT engines
+  (``platform: "tensorrt_plan"``) built on this machine's GPU by e2v_export.tensorrt.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from string import Template
 from e2v_client import contract
 from e2v_export.checkpoint import LoadedCheckpoint
 from e2v_export.onnx_export import export_onnx
+from e2v_export.quantize import quantize_encoder
+from e2v_export.tensorrt import ProfileOptions, build_repository_engines
 
 # The committed repository: backend code and templates (an editable install, as `make setup` does).
 TEMPLATE_ROOT = Path(__file__).resolve().parents[2] / "model_repository"
@@ -43,7 +47,11 @@ class RepositoryOptions:
     threads: int = 0  # ONNX Runtime intra-op threads per encoder instance; 0 = one per core
     max_seconds: float = 30.0  # longer requests are refused (the client windows long audio)
     pad_multiple: int = 8000  # preprocess pads each batch to a multiple of this many samples
+    # portable encoder: rows run in groups whose longest is at most this times the shortest
+    max_padding_ratio: float = 1.25
     model_name: str = ""  # reported to clients; default: the checkpoint folder's name
+    tensorrt: bool = False  # native: build TensorRT engines (model.plan) here and serve them as tensorrt_plan
+    int8: bool = False  # dynamically quantized encoder weights (see quantize.py); fp32 otherwise
 
     def check(self) -> None:
         if self.flavour not in FLAVOURS:
@@ -54,6 +62,10 @@ class RepositoryOptions:
             raise ValueError("batch size, instance counts and pad multiple must be at least 1")
         if self.max_seconds * contract.SAMPLE_RATE < contract.FRAME_RECEPTIVE_FIELD:
             raise ValueError("max_seconds is shorter than one frame")
+        if self.tensorrt and (self.flavour != "native" or self.instance_kind != "gpu"):
+            raise ValueError("TensorRT engines need the native flavour with GPU instances")
+        if self.tensorrt and self.int8:
+            raise ValueError("TensorRT engines are built from the fp32 ONNX files: --int8 and --tensorrt exclude each other")
 
 
 def template_values(options: RepositoryOptions, labels: list[str], embedding_dim: int, model_name: str,
@@ -64,7 +76,10 @@ def template_values(options: RepositoryOptions, labels: list[str], embedding_dim
     for label in labels:
         if not re.fullmatch(r"[\w<>.-]+", label):
             raise ValueError(f"label {label!r} cannot be carried in the model config")
-    max_samples = int(options.max_seconds * contract.SAMPLE_RATE)
+    # the TensorRT optimisation profile, shared with e2v_export.tensorrt: its longest waveform is
+    # max_seconds rounded up to pad_multiple, the longest batch preprocess can send
+    profile = ProfileOptions.for_repository(options)
+    min_samples, opt_samples, max_samples = profile.samples()
     return {
         # names, from the contract
         "ENSEMBLE_MODEL": contract.ENSEMBLE_MODEL,
@@ -101,6 +116,8 @@ def template_values(options: RepositoryOptions, labels: list[str], embedding_dim
         "frames_per_second": f"{contract.FRAMES_PER_SECOND:g}",
         "model_name": model_name,
         "random_weights": "true" if random_weights else "false",
+        "precision": "int8" if options.int8 else "fp32",
+        "PARAM_PRECISION": contract.PARAM_PRECISION,
         # serving options
         "max_batch_size": options.max_batch_size,
         "queue_delay_us": options.queue_delay_us,
@@ -110,20 +127,22 @@ def template_values(options: RepositoryOptions, labels: list[str], embedding_dim
         "threads": options.threads,
         "max_seconds": f"{options.max_seconds:g}",
         "pad_multiple": options.pad_multiple,
+        "max_padding_ratio": f"{options.max_padding_ratio:g}",
         # TensorRT optimisation profile of the native encoder, in samples
-        "min_samples": contract.FRAME_RECEPTIVE_FIELD,
-        "opt_batch": max(1, options.max_batch_size // 2),
-        "opt_samples": min(max_samples, 8 * contract.SAMPLE_RATE),
+        "min_samples": min_samples,
+        "opt_batch": profile.opt_batch,
+        "opt_samples": opt_samples,
         "max_samples": max_samples,
     }
 
 
 def render_configs(options: RepositoryOptions, values: dict) -> dict[str, str]:
     """{model name: config.pbtxt text} for the chosen flavour."""
+    engines = "tensorrt" if options.tensorrt else options.flavour
     sources = {
         contract.PREPROCESS_MODEL: "config.pbtxt.in",
-        contract.ENCODER_MODEL: f"config.{options.flavour}.pbtxt.in",
-        contract.CLASSIFIER_MODEL: f"config.{options.flavour}.pbtxt.in",
+        contract.ENCODER_MODEL: f"config.{engines}.pbtxt.in",
+        contract.CLASSIFIER_MODEL: f"config.{engines}.pbtxt.in",
         contract.ENSEMBLE_MODEL: "config.pbtxt.in",
     }
     return {
@@ -152,7 +171,7 @@ def write_repository(checkpoint: LoadedCheckpoint, out: str | Path, options: Rep
     configs = render_configs(options, values)
 
     with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as tmp:
-        result = export_onnx(checkpoint, tmp)
+        result = export_onnx(checkpoint, tmp, conv_as_matmul=options.int8)
         for model, onnx_file in (
             (contract.ENCODER_MODEL, result.encoder_path),
             (contract.CLASSIFIER_MODEL, result.classifier_path),
@@ -162,11 +181,16 @@ def write_repository(checkpoint: LoadedCheckpoint, out: str | Path, options: Rep
             stale = version_dir / "model.py"
             if options.flavour == "native" and stale.exists() and out != TEMPLATE_ROOT:
                 stale.unlink()  # a native model must not carry the portable backend code
-            os.replace(onnx_file, version_dir / "model.onnx")
+            if options.int8 and model == contract.ENCODER_MODEL:
+                quantize_encoder(onnx_file, version_dir / "model.onnx")
+            else:
+                os.replace(onnx_file, version_dir / "model.onnx")
         (out / contract.ENSEMBLE_MODEL / "1").mkdir(parents=True, exist_ok=True)
         for name in (contract.LABELS_FILE, contract.MODEL_INFO_FILE):  # for people; clients read the config
             shutil.copy(Path(tmp) / name, out / contract.ENSEMBLE_MODEL / name)
 
+    if options.tensorrt:  # model.plan beside each model.onnx, before the configs that name them
+        build_repository_engines(out, ProfileOptions.for_repository(options))
     for model in python_models(options.flavour):
         if out != TEMPLATE_ROOT:
             (out / model / "1").mkdir(parents=True, exist_ok=True)

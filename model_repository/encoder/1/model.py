@@ -13,6 +13,7 @@ from e2v_client import contract
 class TritonPythonModel(OnnxTritonModel):
     inputs = contract.ENCODER_INPUTS
     outputs = contract.ENCODER_OUTPUTS
+    min_length = contract.FRAME_RECEPTIVE_FIELD
 
     def output_length(self, input_length):
         """Frames for a padded waveform of input_length samples."""
