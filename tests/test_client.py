@@ -240,3 +240,32 @@ def test_make_run_scores_the_example_audio(tiny, tmp_path):
     for name in examples:
         assert name in done.stdout
     assert "server READY" in done.stdout and "stopping the server" in done.stdout
+
+
+def test_requests_spread_over_several_servers_and_fail_over(tiny, tiny_server, tmp_path):
+    from e2v_export.serve import TritonServer, free_port
+    import tritonclient.grpc as grpcclient
+
+    def executions(url):
+        with grpcclient.InferenceServerClient(url) as client:
+            stats = client.get_inference_statistics(contract.ENSEMBLE_MODEL, as_json=True)["model_stats"][0]
+        return int(stats.get("inference_stats", {}).get("success", {}).get("count", 0))
+
+    files = []
+    for i in range(12):
+        files.append(tmp_path / f"clip_{i}.wav")
+        audio.write_wav(files[-1], audio.from_samples(speech_like(1.0, 50 + i), 16000))
+    dead = f"127.0.0.1:{free_port()}"  # nothing listens there
+    with TritonServer(tiny.repository, log_file=tmp_path / "second.log") as second:
+        before = executions(tiny_server.grpc_url), executions(second.grpc_url)
+        urls = ",".join([tiny_server.grpc_url, dead, second.grpc_url])
+        done = run_client(urls, *files, "--output-dir", tmp_path / "spread", "--concurrency", "4")
+        assert done.returncode == 0, done.stderr
+        assert len(folders(tmp_path / "spread")) == 12
+        after = executions(tiny_server.grpc_url), executions(second.grpc_url)
+        assert after[0] > before[0] and after[1] > before[1], (before, after)  # both servers served
+        assert after[0] - before[0] + after[1] - before[1] == 12
+        second.kill()  # one server gone: everything still scores on the other
+        done = run_client(f"{second.grpc_url},{tiny_server.grpc_url}", *files, "--output-dir", tmp_path / "failover")
+        assert done.returncode == 0, done.stderr
+        assert len(folders(tmp_path / "failover")) == 12

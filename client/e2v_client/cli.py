@@ -23,7 +23,9 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(prog="e2v-client", description=__doc__.split("\n\n")[0])
     parser.add_argument("inputs", nargs="*", help="audio files and directories (searched recursively)")
     parser.add_argument("--files-from", metavar="LIST", help="read more inputs from LIST, one per line ('-': stdin)")
-    parser.add_argument("--url", default="127.0.0.1:8001", help="Triton gRPC address (default: %(default)s)")
+    parser.add_argument("--url", default="127.0.0.1:8001",
+                        help="Triton gRPC address, or several separated by commas: requests are spread over "
+                        "them and move to another when one is down (default: %(default)s)")
     parser.add_argument("--granularity", choices=GRANULARITIES, default="utterance")
     parser.add_argument("--embedding", action="store_true", help="also write embedding.npy")
     parser.add_argument("--output-dir", default="outputs", help="root of the outputs folders (default: %(default)s)")

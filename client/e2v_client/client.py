@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -106,13 +107,25 @@ def _status(exc: InferenceServerException) -> str:
 
 
 class Emotion2vecClient:
-    """An asyncio client for one server. Create it once and reuse it (one gRPC channel)."""
+    """An asyncio client for one or more servers. Create it once and reuse it (one gRPC channel each).
 
-    def __init__(self, url: str, timeout: float = 120.0, retry: RetryPolicy | None = None):
-        self.url = url
+    With several URLs, requests go round-robin to the servers that are up; a server that fails
+    with a transient error is left out for ``cooldown`` seconds and the request moves to the next
+    one at once. Back-off and the retry budget apply when every server has failed.
+    """
+
+    def __init__(self, url: str | list[str], timeout: float = 120.0, retry: RetryPolicy | None = None,
+                 cooldown: float = 5.0):
+        self.urls = [u.strip() for u in url.split(",")] if isinstance(url, str) else list(url)
+        if not self.urls or not all(self.urls):
+            raise ValueError("give at least one server URL (HOST:PORT)")
+        self.url = ", ".join(self.urls)
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
-        self._client = grpcaio.InferenceServerClient(url)
+        self.cooldown = cooldown
+        self._servers = [grpcaio.InferenceServerClient(u) for u in self.urls]
+        self._down_until = [0.0] * len(self.urls)
+        self._next = 0
         self.info: ModelInfo | None = None
 
     async def __aenter__(self):
@@ -123,29 +136,50 @@ class Emotion2vecClient:
         await self.close()
 
     async def close(self) -> None:
-        await self._client.close()
+        for server in self._servers:
+            await server.close()
+
+    def _pick(self) -> int:
+        """The next server in turn that is not cooling down (or the one that recovers first)."""
+        now = time.monotonic()
+        count = len(self._servers)
+        for step in range(count):
+            index = (self._next + step) % count
+            if self._down_until[index] <= now:
+                self._next = index + 1
+                return index
+        return min(range(count), key=lambda i: self._down_until[i])
 
     async def _call(self, what: str, call):
-        """Run an RPC with bounded retries and exponential back-off on transient failures."""
+        """Run call(server) with failover between servers and bounded, backed-off retries."""
         delays = self.retry.delays()
+        failed_since_sleep: set[int] = set()
         while True:
+            index = self._pick()
             try:
-                return await call()
+                return await call(self._servers[index])
             except InferenceServerException as exc:
                 status = _status(exc)
                 if status == "INVALID_ARGUMENT":
                     raise RequestError(exc.message()) from None
-                delay = next(delays, None) if status in RETRYABLE or "unknown model" in str(exc).lower() else None
+                if status not in RETRYABLE and "unknown model" not in str(exc).lower():
+                    raise ServerError(f"{what} failed at {self.urls[index]}: {exc.message() or exc}") from None
+                self._down_until[index] = time.monotonic() + self.cooldown
+                failed_since_sleep.add(index)
+                if len(failed_since_sleep) < len(self._servers):
+                    continue  # fail over to another server at once
+                delay = next(delays, None)
                 if delay is None:
                     raise ServerError(f"{what} failed at {self.url}: {exc.message() or exc}") from None
+                failed_since_sleep.clear()
                 await asyncio.sleep(delay)
 
     async def connect(self) -> ModelInfo:
         """Read the model's identity from the server (with retries while it starts)."""
         response = await self._call(
             f"reading the {contract.ENSEMBLE_MODEL} model config",
-            lambda: self._client.get_model_config(contract.ENSEMBLE_MODEL, as_json=True,
-                                                  client_timeout=min(self.timeout, 10)),
+            lambda server: server.get_model_config(contract.ENSEMBLE_MODEL, as_json=True,
+                                                   client_timeout=min(self.timeout, 10)),
         )
         self.info = ModelInfo.from_config(response["config"])
         return self.info
@@ -156,8 +190,8 @@ class Emotion2vecClient:
         requested = [InferRequestedOutput(name) for name in outputs]
         response = await self._call(
             "inference",
-            lambda: self._client.infer(contract.ENSEMBLE_MODEL, [tensor], outputs=requested,
-                                       client_timeout=self.timeout),
+            lambda server: server.infer(contract.ENSEMBLE_MODEL, [tensor], outputs=requested,
+                                        client_timeout=self.timeout),
         )
         return {name: response.as_numpy(name)[0] for name in outputs}
 
@@ -171,8 +205,8 @@ class Emotion2vecClient:
         scores_name = contract.CLASSIFIER_OUTPUTS[1]
         response = await self._call(
             "classifying the combined embedding",
-            lambda: self._client.infer(contract.CLASSIFIER_MODEL, [frames, lengths],
-                                       outputs=[InferRequestedOutput(scores_name)], client_timeout=self.timeout),
+            lambda server: server.infer(contract.CLASSIFIER_MODEL, [frames, lengths],
+                                        outputs=[InferRequestedOutput(scores_name)], client_timeout=self.timeout),
         )
         return response.as_numpy(scores_name)[0]
 
