@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-done
 
-.PHONY: setup test run clean
+.PHONY: setup test run web clean
 
 setup: $(STAMP)
 
@@ -18,6 +18,10 @@ test: setup
 
 run: setup
 	$(PY) scripts/run.py
+
+# the embedded server on the model `make run` uses, and the web page at http://127.0.0.1:7860/
+web: setup
+	$(PY) scripts/web.py
 
 clean:
 	rm -rf $(VENV) .cache outputs

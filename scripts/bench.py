@@ -17,6 +17,7 @@ Systems:
   onnx              our ONNX models alone in ONNX Runtime, one utterance at a time (no serving layer)
   triton cN         e2v-client library -> gRPC -> embedded Triton (portable repository), N requests in flight
   ...-int8          the same with the int8 encoder (e2v-export --int8)
+  triton-pad cN     before the length grouping: one padded batch per execute() (--max-padding-ratio 1000)
 Figures: audio seconds per wall second (and RTF), achieved GFLOP/s (analytic FLOPs of the model), p50/p95/p99
 latency per request, p95 latency of a 5 s utterance alone (concurrency 1), peak memory, ratio to FunASR.
 """
@@ -90,9 +91,11 @@ def write_workload(folder: Path, lengths: list[float], seed: int) -> list[Path]:
 
 # --- workers: each runs in its own process and prints one JSON line ----------------------
 def peak_rss_mb() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak resident memory (VmHWM; getrusage's maxrss can carry the parent's over exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def worker_funasr(args) -> dict:
@@ -375,16 +378,23 @@ def main() -> None:
     record("funasr ncpu=2", run_worker("funasr", model_dir=str(model_dir), ncpu=2, batch=0, **common))
     record("funasr-batch 8", run_worker("funasr", model_dir=str(model_dir), ncpu=0, batch=8, **common))
 
-    variants = [("triton", False)] + ([] if args.no_int8 else [("triton-int8", True)])
+    # (name, int8, repository options, concurrencies)
+    variants = [("triton", False, {}, args.concurrency)]
+    if not args.no_int8:
+        variants.append(("triton-int8", True, {}, args.concurrency))
+    if not args.quick:
+        variants.append(("triton-pad", False, {"max_padding_ratio": 1000.0}, [c for c in args.concurrency if c > 1]))
     repos = {}
-    for prefix, int8 in variants:
-        repos[prefix] = export_repository(model_dir, CACHE / f"repo-{args.size}-{'int8' if int8 else 'fp32'}", int8)
-        suffix = "-int8" if int8 else ""
-        print(f"ONNX Runtime alone{suffix} ...", flush=True)
-        record(f"onnx{suffix}", run_worker("onnx", repository=str(repos[prefix]), **common))
+    for prefix, int8, repo_options, concurrencies in variants:
+        tag = prefix.replace("triton", args.size)
+        repos[prefix] = export_repository(model_dir, CACHE / f"repo-{tag}", int8, **repo_options)
+        suffix = prefix.replace("triton", "")
+        if not repo_options:
+            print(f"ONNX Runtime alone{suffix} ...", flush=True)
+            record(f"onnx{suffix}", run_worker("onnx", repository=str(repos[prefix]), **common))
         server = TritonServer(repos[prefix], log_file=out / f"triton{suffix}.log")
         with server, MemorySampler(server.process.pid) as memory:
-            for c in args.concurrency:
+            for c in concurrencies:
                 print(f"Triton {prefix} concurrency {c} ...", flush=True)
                 result = run_worker("triton", url=server.grpc_url, concurrency=c, probe_latency=c == 1, **common)
                 result["server_mb"] = memory.peak

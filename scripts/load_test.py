@@ -96,7 +96,7 @@ def main() -> None:
     paths = bench.write_workload(bench.CACHE / f"workload-{args.utterances}-0", lengths, 0)
     input_data = write_input_data(paths, bench.CACHE / f"perf_input-{args.utterances}.json")
     per_request = float(np.mean(lengths))
-    tag = f"{args.size}-{'int8' if args.int8 else 'fp32'}"
+    tag = f"{args.size}-int8" if args.int8 else args.size
     csv_path = out / f"perf_analyzer-{tag}{'-soak' if args.soak else ''}.csv"
 
     server = None

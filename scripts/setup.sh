@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 # System packages: only those missing are installed.
 #   libb64-0d   Triton's perf_analyzer (shipped in the tritonclient wheel) links against it
 #   espeak-ng   speaks the example clips for `make run`
-APT_PACKAGES=(libb64-0d espeak-ng)
+#   chromium    headless browser for tests/test_web.py (driven by Playwright; never `playwright install`)
+APT_PACKAGES=(libb64-0d espeak-ng chromium)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -26,5 +27,5 @@ PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
 # torch first and pinned: 2.13.0 is a CPU build already on disk; anything else would pull
 # several GB of CUDA wheels when FunASR asks for torch.
 "${PIP[@]}" install torch==2.13.0
-"${PIP[@]}" install -e ".[export,server,test,bench]"
+"${PIP[@]}" install -e ".[export,server,test,bench,web]"
 echo "setup: .venv ready"

@@ -269,3 +269,32 @@ def test_requests_spread_over_several_servers_and_fail_over(tiny, tiny_server, t
         done = run_client(f"{second.grpc_url},{tiny_server.grpc_url}", *files, "--output-dir", tmp_path / "failover")
         assert done.returncode == 0, done.stderr
         assert len(folders(tmp_path / "failover")) == 12
+
+
+def test_one_client_rides_out_a_server_restart(tiny, tmp_path):
+    # The same client (one gRPC channel) before, during and after a restart on the same port.
+    from e2v_export.serve import TritonServer, free_port
+
+    port = free_port()
+    audio_in = speech_like(1.0, seed=9)
+
+    async def scenario():
+        first = TritonServer(tiny.repository, grpc_port=port, log_file=tmp_path / "a.log").start()
+        client = Emotion2vecClient(f"127.0.0.1:{port}", retry=RetryPolicy(attempts=8, first_delay=0.5, max_delay=4))
+        try:
+            before = await client.score(audio_in)
+            first.kill()
+            with pytest.raises(Exception):
+                await Emotion2vecClient(f"127.0.0.1:{port}", retry=RetryPolicy(attempts=1)).connect()
+            restart = asyncio.get_running_loop().run_in_executor(
+                None, lambda: TritonServer(tiny.repository, grpc_port=port, log_file=tmp_path / "b.log").start())
+            after = await client.score(audio_in)  # retries while the server comes back
+            second = await restart
+            second.stop()
+            return before, after
+        finally:
+            await client.close()
+            first.kill()
+
+    before, after = asyncio.run(scenario())
+    assert np.array_equal(before.scores, after.scores)

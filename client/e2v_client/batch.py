@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from e2v_client import audio
-from e2v_client.client import Emotion2vecClient, RequestError, ServerError
+from e2v_client.client import Emotion2vecClient, RequestError, Scores, ServerError
 from e2v_client.outputs import SummaryRow, completed_sources, write_folder, write_summary
 
 
@@ -59,24 +59,31 @@ def expand_inputs(paths: list[str]) -> list[Path]:
     return found
 
 
+async def score_clip(client: Emotion2vecClient, clip: audio.Clip, options: BatchOptions,
+                     source: str) -> tuple[Scores, Path, SummaryRow]:
+    """Score one decoded clip and write its outputs folder (e2v-client and e2v-web both come here)."""
+    scores = await client.score(clip.samples, options.granularity)
+    info = client.info
+    folder = await asyncio.to_thread(
+        write_folder, options.output_dir, clip, scores, options.granularity, options.embedding, source,
+        info.name, info.random_weights, info.frames_per_second,
+    )
+    row = SummaryRow(
+        source_file=source, folder=str(folder), emotion=scores.emotion, confidence=round(scores.confidence, 6),
+        timestamp=datetime.now().strftime("%Y-%m-%d %H:%M:%S"), duration=round(clip.seconds, 3),
+    )
+    return scores, folder, row
+
+
 async def score_file(client: Emotion2vecClient, path: Path, options: BatchOptions) -> SummaryRow:
     source = str(path.resolve())
     try:
         clip = await asyncio.to_thread(audio.load, path)
-        scores = await client.score(clip.samples, options.granularity)
-        info = client.info
-        folder = await asyncio.to_thread(
-            write_folder, options.output_dir, clip, scores, options.granularity, options.embedding, source,
-            info.name, info.random_weights, info.frames_per_second,
-        )
+        return (await score_clip(client, clip, options, source))[2]
     except (audio.AudioError, RequestError) as exc:
         return SummaryRow(source_file=source, status="failed", error=str(exc))
     except ServerError as exc:
         return SummaryRow(source_file=source, status="failed", error=f"{ServerError.__name__}: {exc}")
-    return SummaryRow(
-        source_file=source, folder=str(folder), emotion=scores.emotion, confidence=round(scores.confidence, 6),
-        timestamp=datetime.now().strftime("%Y-%m-%d %H:%M:%S"), duration=round(clip.seconds, 3),
-    )
 
 
 async def run_batch(client: Emotion2vecClient, inputs: list[Path], options: BatchOptions,

@@ -29,6 +29,15 @@ from e2v_client import contract
 # gRPC status codes worth retrying: the server is down, restarting, overloaded or slow.
 RETRYABLE = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED", "UNKNOWN")
 GRANULARITIES = ("utterance", "frame")
+# tritonclient's channel defaults, plus a short reconnect back-off: gRPC's own grows to minutes, so a
+# channel would keep failing long after a restarted server is back, outlasting our retries.
+CHANNEL_ARGS = [
+    ("grpc.max_send_message_length", 2**31 - 1),
+    ("grpc.max_receive_message_length", 2**31 - 1),
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.min_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+]
 
 
 class ServerError(RuntimeError):
@@ -123,7 +132,7 @@ class Emotion2vecClient:
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self.cooldown = cooldown
-        self._servers = [grpcaio.InferenceServerClient(u) for u in self.urls]
+        self._servers = [grpcaio.InferenceServerClient(u, channel_args=CHANNEL_ARGS) for u in self.urls]
         self._down_until = [0.0] * len(self.urls)
         self._next = 0
         self.info: ModelInfo | None = None

@@ -129,9 +129,18 @@ class SummaryRow:
 
 
 def write_summary(root: str | Path, rows: list[SummaryRow], started: datetime) -> Path:
-    path = Path(root) / f"summary_{started.strftime('%Y%m%d_%H%M%S')}.csv"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as f:
+    """summary_YYYYMMDD_HHMMSS[_N].csv in root; never overwrites the summary of another run."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    base, n = f"summary_{started.strftime('%Y%m%d_%H%M%S')}", 1
+    while True:
+        path = root / (f"{base}.csv" if n == 1 else f"{base}_{n}.csv")
+        try:
+            f = open(path, "x", newline="", encoding="utf-8")  # exclusive: fails if the name is taken
+            break
+        except FileExistsError:
+            n += 1
+    with f:
         writer = csv.writer(f)
         writer.writerow(SUMMARY_COLUMNS)
         for row in rows:

@@ -1,0 +1,297 @@
+"""e2v-web in a real headless browser (Debian's chromium, driven by Playwright) against a real Triton server.
+
+The page runs as `python -m e2v_client.web` in a subprocess, as a user starts it. Playwright's own browser
+downloads are never used: the tests launch /usr/bin/chromium (apt-get install chromium) and skip, saying
+so, only when it is not installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from audio_files import bad_files, good_files
+from e2v_client import audio
+from e2v_client.client import Emotion2vecClient
+from e2v_client.outputs import AUDIO_FILE, EMBEDDING_FILE, FOLDER_PREFIX, RESULT_FILE
+from e2v_export.serve import free_port
+from e2v_export.synthetic import speech_like
+from test_client import check_folder_against_spec
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+TINY_DIM = 64
+TIMEOUT_MS = 60_000
+
+
+@dataclass
+class WebPage:
+    url: str
+    output_dir: Path
+    log: Path
+
+
+@pytest.fixture(scope="module")
+def playwright():
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"no chromium at {CHROMIUM}: the browser tests need Debian's chromium (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+def browser(playwright):
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+    yield browser
+    browser.close()
+
+
+@pytest.fixture(scope="module")
+def web(tiny_server, tmp_path_factory):
+    root = tmp_path_factory.mktemp("web")
+    port = free_port()
+    log = root / "e2v-web.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "e2v_client.web", "--url", tiny_server.grpc_url, "--port", str(port),
+             "--output-dir", str(root / "outputs"), "--max-upload-mb", "5"],
+            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "GRADIO_TEMP_DIR": str(root / "uploads")},
+        )
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, f"e2v-web exited:\n{log.read_text()}"
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, f"e2v-web did not answer within 60 s:\n{log.read_text()}"
+            time.sleep(0.2)
+        yield WebPage(url, root / "outputs", log)
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    root = tmp_path_factory.mktemp("web_inputs")
+    return good_files(root / "good"), bad_files(root / "bad")
+
+
+def open_page(browser, web: WebPage, **context):
+    page = browser.new_context(viewport={"width": 1400, "height": 1000}, **context).new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(web.url)
+    page.wait_for_selector("#e2v-model")  # the model's identity, read from the server
+    return page
+
+
+def upload(page, *paths: Path) -> None:
+    files = page.locator("#e2v-files")
+    clear = files.get_by_role("button", name="Clear")
+    if clear.count():
+        clear.first.click()
+    files.locator("input[type=file]").set_input_files([str(p) for p in paths])
+    for path in paths:
+        files.get_by_text(path.stem).first.wait_for()
+
+
+def press(page, granularity: str = "utterance", embedding: bool = False) -> None:
+    page.locator("#e2v-granularity").get_by_label(granularity, exact=True).check()
+    box = page.locator("#e2v-embedding").get_by_role("checkbox")
+    box.check() if embedding else box.uncheck()
+    page.click("#e2v-run")
+
+
+def wait_for_cards(page, names: list[str], seen: set[str] = frozenset()) -> dict[str, dict]:
+    """The cards of this run, by clip name: {'text', 'ok', 'emotion', 'confidence', 'folder'}."""
+    deadline = time.monotonic() + TIMEOUT_MS / 1000
+    while time.monotonic() < deadline:
+        cards = {}
+        for card in page.locator(".e2v-card").all():
+            text = card.inner_text()
+            name = card.locator(".e2v-name").inner_text().split(" · ")[0].strip()
+            entry = {"text": text, "ok": "e2v-scored" in (card.get_attribute("class") or "")}
+            if entry["ok"]:
+                entry["emotion"] = card.locator(".e2v-emotion").inner_text().strip()
+                entry["confidence"] = card.locator(".e2v-confidence-value").inner_text().strip()
+                entry["folder"] = card.locator(".e2v-folder-path").inner_text().strip()
+            cards[name] = entry
+        fresh = all(n in cards and cards[n].get("folder") not in seen for n in names)
+        if fresh and set(cards) == set(names):
+            return cards
+        time.sleep(0.2)
+    raise AssertionError(f"no result for {names} on the page; it shows:\n{page.locator('body').inner_text()}")
+
+
+def summary(root: Path) -> list[dict]:
+    with open(sorted(root.glob("summary_*.csv"))[-1], newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def check_card_against_folder(card: dict, output_dir: Path, granularity: str, embedding: bool) -> dict:
+    assert card["ok"], card["text"]
+    folder = Path(card["folder"])
+    assert folder.parent == output_dir.resolve() and folder.name.startswith(FOLDER_PREFIX)
+    _, result = check_folder_against_spec(folder, granularity, embedding, TINY_DIM)
+    assert card["emotion"] == result["emotion"]
+    assert float(card["confidence"]) == result["confidence"]
+    assert re.search(r"\(\d+\.\d %\)", card["text"])  # and as a percentage
+    return result
+
+
+def test_upload_two_clips_at_frame_granularity(browser, web, clips, tiny_server):
+    good, _ = clips
+    files = [good["wav16k"], good["m4a"]]
+    page = open_page(browser, web, accept_downloads=True)
+    assert "random-weight" in page.locator("#e2v-random-weights").inner_text()
+    upload(page, *files)
+    press(page, "frame", embedding=True)
+    cards = wait_for_cards(page, [f.name for f in files])
+
+    for path in files:
+        result = check_card_against_folder(cards[path.name], web.output_dir, "frame", True)
+        assert result["source_file"] == path.name and result["frames_per_second"] == 50.0
+    # the same decoding and scoring as e2v-client: the server's answer for audio.load(file), exactly
+    async def direct():
+        async with Emotion2vecClient(tiny_server.grpc_url) as client:
+            return await client.score(audio.load(good["wav16k"]).samples, "utterance")
+
+    with ThreadPoolExecutor(1) as thread:  # Playwright's sync API holds this thread's event loop
+        scores = thread.submit(asyncio.run, direct()).result()
+    result = json.loads((Path(cards[good["wav16k"].name]["folder"]) / RESULT_FILE).read_text())
+    assert result["utterance_scores"] == {k: round(float(v), 6) for k, v in zip(scores.labels, scores.scores)}
+
+    # a bar chart per clip and, at frame granularity, the plot over time
+    assert page.locator(".e2v-bar img").count() == 2 and page.locator(".e2v-frames img").count() == 2
+    for image in page.locator(".e2v-bar img, .e2v-frames img").all():
+        assert image.evaluate("img => img.complete && img.naturalWidth > 300")
+    # the summary table and its CSV
+    table = page.locator("#e2v-summary").inner_text()
+    assert all(f.name in table for f in files) and table.count("scored") == 2
+    rows = summary(web.output_dir)
+    assert {r["source_file"] for r in rows} == {f.name for f in files} and {r["status"] for r in rows} == {"scored"}
+    # the zip download of an outputs folder
+    folder = Path(cards[good["m4a"].name]["folder"])
+    card_group = page.locator(".e2v-result").filter(has_text=good["m4a"].name)
+    with page.expect_download() as download:
+        card_group.locator(".e2v-zip a").first.click()
+    with zipfile.ZipFile(download.value.path()) as archive:
+        assert sorted(archive.namelist()) == sorted(f"{folder.name}/{n}" for n in (AUDIO_FILE, EMBEDDING_FILE, RESULT_FILE))
+        assert json.loads(archive.read(f"{folder.name}/{RESULT_FILE}")) == json.loads((folder / RESULT_FILE).read_text())
+
+
+def test_a_text_file_named_wav_is_an_error_and_the_next_clip_still_scores(browser, web, clips):
+    good, bad = clips
+    page = open_page(browser, web)
+    before = set(web.output_dir.glob(f"{FOLDER_PREFIX}*")) if web.output_dir.exists() else set()
+    upload(page, bad["text_as_wav"])
+    press(page)
+    cards = wait_for_cards(page, [bad["text_as_wav"].name])
+    assert not cards["notes.wav"]["ok"] and "cannot decode notes.wav as audio" in cards["notes.wav"]["text"]
+    assert "cannot decode notes.wav" in page.locator("#e2v-errors").inner_text()
+    assert "Traceback" not in page.locator("body").inner_text()
+    assert set(web.output_dir.glob(f"{FOLDER_PREFIX}*")) == before  # no folder for it
+    assert summary(web.output_dir)[0]["status"] == "failed"
+
+    upload(page, good["wav16k"])
+    press(page)
+    cards = wait_for_cards(page, [good["wav16k"].name], seen={str(p) for p in before})
+    check_card_against_folder(cards[good["wav16k"].name], web.output_dir, "utterance", False)
+    assert page.locator("#e2v-errors").count() == 0
+
+
+def test_an_upload_over_the_size_limit_is_refused_with_a_message(browser, web, tmp_path):
+    big = tmp_path / "long_meeting.wav"  # 6.1 MB, over the page's --max-upload-mb 5
+    sf.write(big, np.random.default_rng(0).uniform(-0.5, 0.5, 16000 * 200).astype(np.float32), 16000, subtype="PCM_16")
+    page = open_page(browser, web)
+    page.locator("#e2v-files input[type=file]").set_input_files([str(big)])
+    page.get_by_text(re.compile("exceed the maximum allowed size")).first.wait_for()
+    assert "long_meeting.wav" in page.locator("body").inner_text()
+    press(page)
+    page.wait_for_selector("#e2v-notice")
+    assert "No audio to score" in page.locator("#e2v-notice").inner_text()
+    assert "up to 5 MB" in page.locator("#e2v-notice").inner_text()
+
+
+def test_microphone_recording_scores(playwright, web, tmp_path):
+    # Chromium's fake capture device plays a wav file as the microphone.
+    capture = tmp_path / "voice.wav"
+    sf.write(capture, speech_like(3.0, 21, 48000), 48000, subtype="PCM_16")
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS + [
+        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={capture}"])
+    try:
+        page = open_page(browser, web, permissions=["microphone"])
+        mic = page.locator("#e2v-mic")
+        mic.get_by_role("button", name="Record").click()
+        mic.get_by_role("button", name="Stop").wait_for()
+        time.sleep(1.5)
+        with page.expect_response(lambda r: "/gradio_api/upload" in r.url and r.ok):  # the recording is sent
+            mic.get_by_role("button", name="Stop").click()
+        time.sleep(0.3)
+        press(page)
+        cards = wait_for_cards(page, ["microphone recording"])
+        result = check_card_against_folder(cards["microphone recording"], web.output_dir, "utterance", False)
+        assert result["source_file"] == "microphone recording" and 0.5 < result["duration"] < 10
+    finally:
+        browser.close()
+
+
+def test_page_logic_refuses_bad_inputs_and_reports_a_server_that_is_down(tiny_server, clips, tmp_path):
+    from e2v_client.web import WebApp, zip_folder
+
+    good, bad = clips
+    uploads, out = tmp_path / "uploads", tmp_path / "outputs"
+    uploads.mkdir()
+    for path in [good["wav16k"], bad["empty"], bad["silence"]]:
+        shutil.copy(path, uploads / path.name)
+    big = uploads / "big.wav"
+    sf.write(big, np.tile(speech_like(3.0, 9), 12), 16000, subtype="PCM_16")  # 1.1 MB
+    app = WebApp(tiny_server.grpc_url, out, uploads, tmp_path / "work", max_upload_mb=1, retries=0)
+    try:
+        run = app.run([str(uploads / n) for n in ("speech_16k.wav", "empty.wav", "silence.wav", "big.wav")]
+                      + [str(good["flac22k"])], None, "utterance", False)
+        rows = {r.name: r.row for r in run.results}
+        assert rows["speech_16k.wav"].status == "scored"
+        assert "empty" in rows["empty.wav"].error and "silent" in rows["silence.wav"].error
+        assert "the limit is 1 MB" in rows["big.wav"].error
+        assert "not an uploaded file" in rows[good["flac22k"].name].error  # outside the upload area: never read
+        assert len(list(out.glob(f"{FOLDER_PREFIX}*"))) == 1 and run.summary_path.exists()
+        with pytest.raises(ValueError):
+            zip_folder(tmp_path / "work", out, tmp_path)  # zips only outputs folders inside the output root
+        nothing = app.run([], None, "frame", False)
+        assert "No audio to score" in nothing.message and not nothing.results
+    finally:
+        app.close()
+
+    down = WebApp(f"127.0.0.1:{free_port()}", out, uploads, tmp_path / "work", retries=0)
+    try:
+        run = down.run([str(uploads / "speech_16k.wav")], None, "utterance", False)
+        assert "Cannot reach the emotion2vec server" in run.message and not run.results
+        assert "cannot be used" in down.header_html()
+    finally:
+        down.close()
