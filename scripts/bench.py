@@ -286,7 +286,8 @@ def plot(rows: list[dict], concurrencies: list[int], path: Path) -> None:
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     funasr = next(r for r in rows if r["system"] == "funasr")
-    for prefix, style in (("triton", "o-"), ("triton-int8", "s-")):
+    best = max((r for r in rows if r["system"].startswith("funasr")), key=lambda r: r["audio_s_per_s"])
+    for prefix, style in (("triton", "o-"), ("triton-int8", "s-"), ("triton-pad", "x:")):
         series = [next((r for r in rows if r["system"] == f"{prefix} c{c}"), None) for c in concurrencies]
         xs = [c for c, r in zip(concurrencies, series) if r]
         if xs:
@@ -294,6 +295,8 @@ def plot(rows: list[dict], concurrencies: list[int], path: Path) -> None:
             right.plot(xs, [r["p95_ms"] / 1000 for r in series if r], style, label=f"ours: {prefix}")
     for ax, key, scale in ((left, "audio_s_per_s", 1), (right, "p95_ms", 1000)):
         ax.axhline(funasr[key] / scale, color="tab:red", linestyle="--", label="FunASR PyTorch (one at a time)")
+        if best is not funasr and not np.isnan(best[key]):
+            ax.axhline(best[key] / scale, color="tab:red", linestyle=":", label=f"FunASR, best setting ({best['system']})")
         ax.set_xlabel("requests in flight (concurrency)")
         ax.set_xticks(concurrencies)
         ax.grid(alpha=0.3)
@@ -335,6 +338,7 @@ def main() -> None:
     parser.add_argument("--no-int8", action="store_true")
     parser.add_argument("--quick", action="store_true", help="8 utterances, concurrency 1 and 4")
     parser.add_argument("--out", default=str(ROOT / "bench_results"))
+    parser.add_argument("--plot-only", action="store_true", help="redraw bench.png from the out folder's bench.json")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--worker-options", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -345,6 +349,10 @@ def main() -> None:
         return
     if args.quick:
         args.utterances, args.concurrency = 8, [1, 4]
+    if args.plot_only:
+        saved = json.loads((Path(args.out) / "bench.json").read_text())
+        plot(saved["rows"], args.concurrency, Path(args.out) / "bench.png")
+        return
 
     from e2v_client import audio
     from e2v_export.random_checkpoint import make_test_checkpoint

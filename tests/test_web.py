@@ -126,19 +126,24 @@ def press(page, granularity: str = "utterance", embedding: bool = False) -> None
     page.click("#e2v-run")
 
 
+CARDS_JS = """cards => cards.map(card => {
+    const text = sel => { const e = card.querySelector(sel); return e ? e.innerText.trim() : null; };
+    return {text: card.innerText, name: text('.e2v-name'), ok: card.classList.contains('e2v-scored'),
+            emotion: text('.e2v-emotion'), confidence: text('.e2v-confidence-value'), folder: text('.e2v-folder-path')};
+})"""
+
+
 def wait_for_cards(page, names: list[str], seen: set[str] = frozenset()) -> dict[str, dict]:
-    """The cards of this run, by clip name: {'text', 'ok', 'emotion', 'confidence', 'folder'}."""
+    """The cards of this run, by clip name: {'text', 'ok', 'emotion', 'confidence', 'folder'}.
+
+    All cards are read in one JavaScript call, so a page that re-renders meanwhile cannot mix two states."""
     deadline = time.monotonic() + TIMEOUT_MS / 1000
     while time.monotonic() < deadline:
         cards = {}
-        for card in page.locator(".e2v-card").all():
-            text = card.inner_text()
-            name = card.locator(".e2v-name").inner_text().split(" · ")[0].strip()
-            entry = {"text": text, "ok": "e2v-scored" in (card.get_attribute("class") or "")}
-            if entry["ok"]:
-                entry["emotion"] = card.locator(".e2v-emotion").inner_text().strip()
-                entry["confidence"] = card.locator(".e2v-confidence-value").inner_text().strip()
-                entry["folder"] = card.locator(".e2v-folder-path").inner_text().strip()
+        for entry in page.eval_on_selector_all(".e2v-card", CARDS_JS):
+            name = (entry.pop("name") or "").split(" · ")[0].strip()
+            if not entry["ok"]:
+                entry = {"text": entry["text"], "ok": False}
             cards[name] = entry
         fresh = all(n in cards and cards[n].get("folder") not in seen for n in names)
         if fresh and set(cards) == set(names):
