@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-done
 
-.PHONY: setup test run web clean
+.PHONY: setup test run web bench clean
 
 setup: $(STAMP)
 
@@ -22,6 +22,11 @@ run: setup
 # the embedded server on the model `make run` uses, and the web page at http://127.0.0.1:7860/
 web: setup
 	$(PY) scripts/web.py
+
+# benchmark against FunASR (tables, bench_results/bench.json and bench.png), then Triton's perf_analyzer sweep
+bench: setup
+	$(PY) scripts/bench.py
+	$(PY) scripts/load_test.py
 
 clean:
 	rm -rf $(VENV) .cache outputs
