@@ -24,12 +24,17 @@ def ensure_repository() -> None:
     from e2v_client import contract
     from e2v_export.checkpoint import CheckpointError, load_checkpoint
     from e2v_export.random_checkpoint import make_test_checkpoint
-    from e2v_export.repository import write_repository
+    from e2v_export.repository import code_fingerprint, read_stamp, write_repository
 
+    stamp = read_stamp(REPOSITORY)
     if (REPOSITORY / contract.ENSEMBLE_MODEL / "config.pbtxt").exists():
-        print(f"run: using the model repository in {REPOSITORY} (delete it to export again)")
-        return
+        if stamp and stamp["code"] == code_fingerprint():
+            print(f"run: using the model repository in {REPOSITORY} (delete it to export again)")
+            return
+        print(f"run: {REPOSITORY} was exported by other code than this checkout's: exporting again")
     model = os.environ.get("E2V_MODEL_DIR")
+    if not model and stamp and Path(stamp["checkpoint"]).is_dir():
+        model = stamp["checkpoint"]  # the checkpoint the stale repository came from
     if model:
         checkpoint = load_checkpoint(model)
     else:

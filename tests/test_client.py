@@ -228,9 +228,12 @@ def test_server_killed_mid_batch_then_resume_loses_and_duplicates_nothing(tiny, 
 def test_make_run_scores_the_example_audio(tiny, tmp_path):
     # `make run` on an existing (tiny) repository: server up, examples scored, server down.
     import os
+    import shutil
 
     root = Path(__file__).resolve().parent.parent
-    env = {**os.environ, "E2V_REPOSITORY": str(tiny.repository), "E2V_OUTPUT_DIR": str(tmp_path / "outputs")}
+    repository = tmp_path / "repo"
+    shutil.copytree(tiny.repository, repository)
+    env = {**os.environ, "E2V_REPOSITORY": str(repository), "E2V_OUTPUT_DIR": str(tmp_path / "outputs")}
     done = subprocess.run([sys.executable, str(root / "scripts" / "run.py")], env=env, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr
@@ -240,6 +243,17 @@ def test_make_run_scores_the_example_audio(tiny, tmp_path):
     for name in examples:
         assert name in done.stdout
     assert "server READY" in done.stdout and "stopping the server" in done.stdout
+    assert "using the model repository" in done.stdout
+
+    # a repository written by other code (an older checkout) is exported again from the same checkpoint
+    stamp_path = repository / contract.ENSEMBLE_MODEL / "export_stamp.json"
+    stamp = json.loads(stamp_path.read_text())
+    stamp_path.write_text(json.dumps({**stamp, "code": "older"}))
+    again = subprocess.run([sys.executable, str(root / "scripts" / "run.py")], env=env, capture_output=True,
+                           text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "exporting again" in again.stdout and str(tiny.model_dir) in again.stdout
+    assert json.loads(stamp_path.read_text())["code"] != "older"
 
 
 def test_requests_spread_over_several_servers_and_fail_over(tiny, tiny_server, tmp_path):

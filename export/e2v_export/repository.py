@@ -16,12 +16,13 @@ files in place. Two flavours of the same repository:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from string import Template
 
@@ -34,6 +35,27 @@ from e2v_export.tensorrt import ProfileOptions, build_repository_engines
 # The committed repository: backend code and templates (an editable install, as `make setup` does).
 TEMPLATE_ROOT = Path(__file__).resolve().parents[2] / "model_repository"
 FLAVOURS = ("portable", "native")
+STAMP_FILE = "export_stamp.json"  # in the ensemble's folder: which code and checkpoint wrote the repository
+
+
+def code_fingerprint() -> str:
+    """A hash of everything that shapes an exported repository: templates, backend code, export code."""
+    package = Path(__file__).resolve().parent
+    files = sorted(TEMPLATE_ROOT.glob("*/config*.pbtxt.in")) + sorted(TEMPLATE_ROOT.glob("*/1/model.py"))
+    files += [package / name for name in ("graph.py", "onnx_export.py", "repository.py", "quantize.py")]
+    files.append(Path(contract.__file__))
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def read_stamp(repository: str | Path) -> dict | None:
+    """What wrote this repository, or None (not exported, or exported before stamps existed)."""
+    try:
+        return json.loads((Path(repository) / contract.ENSEMBLE_MODEL / STAMP_FILE).read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 @dataclass
@@ -197,6 +219,8 @@ def write_repository(checkpoint: LoadedCheckpoint, out: str | Path, options: Rep
             shutil.copy(TEMPLATE_ROOT / model / "1" / "model.py", out / model / "1" / "model.py")
     for model, text in configs.items():
         (out / model / "config.pbtxt").write_text(text, "utf-8")
+    stamp = {"code": code_fingerprint(), "checkpoint": str(checkpoint.model_dir), "options": asdict(options)}
+    (out / contract.ENSEMBLE_MODEL / STAMP_FILE).write_text(json.dumps(stamp, indent=2), "utf-8")
     return out
 
 
