@@ -162,7 +162,6 @@ class Scorer:
         self.url = url
         self.timeout = timeout
         self.retries = retries
-        self._lock = threading.Lock()  # one connect (and channel reset) at a time
         self._loop = asyncio.new_event_loop()
         threading.Thread(target=self._loop.run_forever, name="e2v-web-grpc", daemon=True).start()
         self.client: Emotion2vecClient = self.call(self._make())
@@ -174,21 +173,8 @@ class Scorer:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
     def connect(self) -> ModelInfo:
-        """The model's identity. A channel that failed sits in gRPC's reconnect back-off (up to minutes) even
-        after the server is back: on failure, try once more on a fresh channel."""
-        with self._lock:
-            try:
-                return self.call(self.client.connect())
-            except ServerError:
-                self.reset()
-                return self.call(self.client.connect())
-
-    def reset(self) -> None:
-        old, self.client = self.client, self.call(self._make())
-        try:
-            self.call(old.close())
-        except Exception:  # closing a broken channel: nothing to keep
-            pass
+        """The model's identity (the client's channels reconnect quickly after a server restart)."""
+        return self.call(self.client.connect())
 
     def close(self) -> None:
         try:
