@@ -356,7 +356,7 @@ def main() -> None:
 
     from e2v_client import audio
     from e2v_export.random_checkpoint import make_test_checkpoint
-    from e2v_export.serve import TritonServer
+    from e2v_server.serve import TritonServer
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

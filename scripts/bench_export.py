@@ -11,7 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from e2v_client import contract
+from e2v_server import contract
 from e2v_export.checkpoint import load_checkpoint
 from e2v_export.onnx_export import export_onnx
 from e2v_export.random_checkpoint import make_test_checkpoint

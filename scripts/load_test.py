@@ -27,7 +27,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench  # noqa: E402  (the same workload and repositories as the benchmark)
 
-from e2v_client import audio, contract  # noqa: E402
+from e2v_client import audio
+from e2v_server import contract  # noqa: E402
 
 
 def perf_analyzer_env() -> dict:
@@ -101,7 +102,7 @@ def main() -> None:
     server = None
     if not args.url:
         from e2v_export.random_checkpoint import make_test_checkpoint
-        from e2v_export.serve import TritonServer
+        from e2v_server.serve import TritonServer
 
         model_dir = bench.CACHE.parent / "checkpoints" / f"{args.size}-random-seed0"
         if not (model_dir / "model.pt").exists():

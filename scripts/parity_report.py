@@ -10,7 +10,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from e2v_client import contract
+from e2v_server import contract
 from e2v_export.checkpoint import load_checkpoint
 from e2v_export.onnx_export import export_onnx
 from e2v_export.onnx_runner import OnnxEmotion2vec

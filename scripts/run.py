@@ -21,7 +21,7 @@ CACHE = ROOT / ".cache"
 
 
 def ensure_repository() -> None:
-    from e2v_client import contract
+    from e2v_server import contract
     from e2v_export.checkpoint import CheckpointError, load_checkpoint
     from e2v_export.random_checkpoint import make_test_checkpoint
     from e2v_export.repository import code_fingerprint, read_stamp, write_repository
@@ -54,7 +54,7 @@ def ensure_repository() -> None:
 
 def main() -> int:
     from e2v_client.cli import main as client_main
-    from e2v_export.serve import TritonServer
+    from e2v_server.serve import TritonServer
 
     ensure_repository()
     CACHE.mkdir(exist_ok=True)

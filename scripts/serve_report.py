@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import tritonclient.grpc as grpcclient
 
-from e2v_client import contract
+from e2v_server import contract
 from e2v_export.checkpoint import load_checkpoint
 from e2v_export.random_checkpoint import make_test_checkpoint
 from e2v_export.repository import write_repository
-from e2v_export.serve import TritonServer
+from e2v_server.serve import TritonServer
 from e2v_export.synthetic import speech_like
 
 

@@ -20,7 +20,7 @@ from run import CACHE, OUTPUTS, REPOSITORY, ensure_repository  # noqa: E402  (sc
 
 def main(argv: list[str] | None = None) -> int:
     from e2v_client import web
-    from e2v_export.serve import ServerError, TritonServer
+    from e2v_server.serve import ServerStartError, TritonServer
 
     argv = sys.argv[1:] if argv is None else argv
     ensure_repository()
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     print("web: starting the embedded Triton server ...", flush=True)
     try:
         server = TritonServer(REPOSITORY, log_file=log).start()
-    except (ServerError, KeyboardInterrupt) as exc:
+    except (ServerStartError, KeyboardInterrupt) as exc:
         print(f"web: error: {exc or 'interrupted'}", file=sys.stderr)
         return 1
     try:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from e2v_client import contract
+from e2v_server import contract
 
 
 @dataclass
@@ -59,7 +59,7 @@ def exported(request) -> Exported:
 
 
 def _server(exported: Exported, tmp_path_factory):
-    from e2v_export.serve import TritonServer
+    from e2v_server.serve import TritonServer
 
     log = tmp_path_factory.mktemp("triton_logs") / f"triton_{exported.size}.log"
     server = TritonServer(exported.repository, log_file=log)

@@ -13,7 +13,8 @@ import pytest
 from scipy.io import wavfile
 
 from audio_files import bad_files, good_files
-from e2v_client import audio, contract
+from e2v_client import audio
+from e2v_server import contract
 from e2v_client.client import Emotion2vecClient, RetryPolicy
 from e2v_client.outputs import AUDIO_FILE, EMBEDDING_FILE, FOLDER_PREFIX, RESULT_FILE
 from e2v_export.onnx_runner import UtteranceResult
@@ -150,7 +151,7 @@ def test_bad_inputs_get_error_rows_and_the_rest_goes_on(tiny_server, inputs, tmp
 
 
 def test_unreachable_server_is_a_clear_error(tmp_path, inputs):
-    from e2v_export.serve import free_port
+    from e2v_server.serve import free_port
 
     good, _ = inputs
     done = run_client(f"127.0.0.1:{free_port()}", good["wav16k"], "--retries", "1", "--output-dir", tmp_path)
@@ -184,7 +185,7 @@ def test_long_audio_is_windowed_and_short_audio_is_exactly_the_servers_answer(ti
 
 
 def test_server_killed_mid_batch_then_resume_loses_and_duplicates_nothing(tiny, tmp_path):
-    from e2v_export.serve import TritonServer, free_port
+    from e2v_server.serve import TritonServer, free_port
 
     inputs_dir = tmp_path / "many"
     inputs_dir.mkdir()
@@ -257,7 +258,7 @@ def test_make_run_scores_the_example_audio(tiny, tmp_path):
 
 
 def test_requests_spread_over_several_servers_and_fail_over(tiny, tiny_server, tmp_path):
-    from e2v_export.serve import TritonServer, free_port
+    from e2v_server.serve import TritonServer, free_port
     import tritonclient.grpc as grpcclient
 
     def executions(url):
@@ -287,7 +288,7 @@ def test_requests_spread_over_several_servers_and_fail_over(tiny, tiny_server, t
 
 def test_one_client_rides_out_a_server_restart(tiny, tmp_path):
     # The same client (one gRPC channel) before, during and after a restart on the same port.
-    from e2v_export.serve import TritonServer, free_port
+    from e2v_server.serve import TritonServer, free_port
 
     port = free_port()
     audio_in = speech_like(1.0, seed=9)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from e2v_client import contract
+from e2v_server import contract
 
 
 def layer_by_layer_frames(n: int, spec) -> int:
@@ -61,12 +61,10 @@ def test_check_waveform_rejects_what_the_model_cannot_score(samples, message):
 
 
 def test_length_groups_bound_the_padding():
-    from e2v_export.onnx_runner import length_groups
-
     lengths = [16000, 480000, 17000, 90000, 100000, 16500, 110000]
-    groups = length_groups(lengths, max_ratio=1.25, max_size=8)
+    groups = contract.length_groups(lengths, max_ratio=1.25, max_size=8)
     assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
     for group in groups:
         assert max(lengths[i] for i in group) <= 1.25 * min(lengths[i] for i in group)
     assert [sorted(g) for g in groups] == [[0, 2, 5], [3, 4, 6], [1]]
-    assert all(len(g) <= 2 for g in length_groups(lengths, max_ratio=10, max_size=2))
+    assert all(len(g) <= 2 for g in contract.length_groups(lengths, max_ratio=10, max_size=2))

@@ -10,7 +10,7 @@ import onnx
 import pytest
 import torch
 
-from e2v_client import contract
+from e2v_server import contract
 from e2v_export.checkpoint import CheckpointError, load_checkpoint
 from e2v_export.parity import (
     SCORES_MAX_ABS,

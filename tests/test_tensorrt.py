@@ -13,7 +13,7 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from e2v_client import contract
+from e2v_server import contract
 from e2v_export import tensorrt as trt_build
 from e2v_export.tensorrt import ProfileOptions
 
@@ -95,7 +95,7 @@ def test_repository_profile_covers_every_batch_preprocess_can_send(max_batch_siz
                              max_seconds=max_seconds, pad_multiple=pad_multiple)
     options = ProfileOptions.for_repository(repo)
     shortest, _, longest = options.samples()
-    # preprocess pads a batch to its longest utterance rounded up to pad_multiple (preprocess/1/model.py)
+    # preprocess pads a batch to its longest utterance rounded up to pad_multiple (triton_models/preprocess.py)
     longest_request = int(max_seconds * contract.SAMPLE_RATE)
     assert longest >= -(-longest_request // pad_multiple) * pad_multiple
     assert shortest <= contract.FRAME_RECEPTIVE_FIELD
@@ -193,11 +193,11 @@ def test_fp32_fallback_accepts_enum_types():
 # --- tensorrt_plan configs ------------------------------------------------------------------------
 
 
-def _render(model: str, source: str, options) -> model_config_pb2.ModelConfig:
-    from e2v_export.repository import template_values
+def _render(model: str, engines: str, options) -> model_config_pb2.ModelConfig:
+    from e2v_export.repository import TRITON_MODELS, template_values
 
     values = template_values(options, LABELS, 1024, "e2v", False)
-    text = Template((ROOT / "model_repository" / model / source).read_text("utf-8")).substitute(values)
+    text = Template((TRITON_MODELS / f"{model}.{engines}.pbtxt.in").read_text("utf-8")).substitute(values)
     return text_format.Parse(text, model_config_pb2.ModelConfig())
 
 
@@ -208,10 +208,10 @@ def test_tensorrt_configs_parse_and_match_the_engines(max_batch_size):
     options = RepositoryOptions(flavour="native", instance_kind="gpu", max_batch_size=max_batch_size)
     profile = ProfileOptions.for_repository(options)
     for model in (contract.ENCODER_MODEL, contract.CLASSIFIER_MODEL):
-        config = _render(model, "config.tensorrt.pbtxt.in", options)
-        native = _render(model, "config.native.pbtxt.in", options)
+        config = _render(model, "tensorrt", options)
+        native = _render(model, "native", options)
         assert config.name == model
-        assert config.platform == "tensorrt_plan" and config.default_model_filename == trt_build.PLAN_FILE
+        assert config.platform == "tensorrt_plan" and config.default_model_filename == contract.PLAN_FILE
         assert config.max_batch_size == profile.max_batch == max_batch_size
         assert config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
         # the same tensors as the onnxruntime model it replaces, which the ensemble already maps
@@ -221,7 +221,7 @@ def test_tensorrt_configs_parse_and_match_the_engines(max_batch_size):
         for tensor in config.input:  # [B] + dims (reshaped) is the engine's rank
             rank = 1 + len(tensor.reshape.shape if tensor.HasField("reshape") else tensor.dims)
             assert rank == len(engine_inputs[tensor.name][0])
-    encoder = _render(contract.ENCODER_MODEL, "config.tensorrt.pbtxt.in", options)
+    encoder = _render(contract.ENCODER_MODEL, "tensorrt", options)
     shortest, _, longest = profile.samples()
     for warmup in encoder.model_warmup:  # warm-up shapes must lie inside the profile
         assert 1 <= warmup.batch_size <= profile.max_batch

@@ -14,7 +14,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import InferenceServerException
 
-from e2v_client import contract
+from e2v_server import contract
 from e2v_export.onnx_runner import UtteranceResult
 from e2v_export.parity import compare, funasr_reference
 from e2v_export.repository import FLAVOURS, RepositoryOptions, render_configs, template_values
@@ -165,11 +165,11 @@ def test_configs_parse_with_tritons_model_config_protobuf(flavour):
 
 
 def test_e2v_serve_starts_reports_ready_and_stops_on_sigterm(tiny, tmp_path):
-    from e2v_export.serve import free_port
+    from e2v_server.serve import free_port
 
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "e2v_export.serve", "--model-repository", str(tiny.repository),
+        [sys.executable, "-m", "e2v_server.serve", "--model-repository", str(tiny.repository),
          "--grpc-port", str(port), "--http-port", str(free_port()), "--metrics-port", str(free_port()),
          "--log-file", str(tmp_path / "triton.log")],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -1,0 +1,178 @@
+"""Find an emotion2vec+ checkpoint and load it through FunASR's own Emotion2vec class.
+
+The model is built from the checkpoint's own config.yaml by FunASR's class, and
+the weights are mapped exactly as FunASR maps them (the ``scope_map`` of the
+config, i.e. the ``d2v_model.`` prefix, then the key itself). Unlike FunASR,
+which only warns and keeps random weights, a checkpoint whose keys or shapes do
+not match is refused with a message that names them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import re
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+
+from e2v_server.contract import read_tokens
+
+log = logging.getLogger(__name__)
+
+REQUIRED_FILES = ("config.yaml", "model.pt", "tokens.txt")
+# FunASR builds the pre-training decoder, which no released checkpoint holds and
+# inference never runs; these keys may be missing from model.pt.
+UNUSED_MODULE_PREFIXES = ("modality_encoders.AUDIO.decoder.",)
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+HUB_HOSTS = {"ms": ("www.modelscope.cn", 443), "hf": ("huggingface.co", 443)}
+
+
+class CheckpointError(RuntimeError):
+    """A model directory or checkpoint that cannot be used, with the reason."""
+
+
+@dataclass
+class LoadedCheckpoint:
+    model: torch.nn.Module  # funasr.models.emotion2vec.model.Emotion2vec, eval mode
+    config: dict  # the parsed config.yaml
+    tokens: list[str]  # raw tokens.txt entries, in output order
+    model_dir: Path
+
+
+def resolve_model_dir(model: str, hub: str = "ms") -> Path:
+    """A local model directory for ``model``: an existing path, or a hub id to download.
+
+    Anything that exists on disk, or starts like a path ('/', './', '../', '~'),
+    is a local directory and is never sent to a hub.
+    """
+    path = Path(model).expanduser()
+    looks_like_path = model.startswith(("/", "./", "../", "~")) or path.exists()
+    if looks_like_path:
+        if not path.is_dir():
+            raise CheckpointError(f"model directory not found: {path}")
+        return path.resolve()
+    if not HUB_ID.match(model):
+        raise CheckpointError(
+            f"{model!r} is neither an existing directory nor a hub id like 'iic/emotion2vec_plus_large'"
+        )
+    return _download_from_hub(model, hub)
+
+
+def _download_from_hub(model_id: str, hub: str) -> Path:
+    if hub not in HUB_HOSTS:
+        raise CheckpointError(f"unknown hub {hub!r}: use 'ms' (ModelScope) or 'hf' (Hugging Face)")
+    host, port = HUB_HOSTS[hub]
+    try:  # fail fast offline instead of letting the hub client retry for minutes
+        socket.create_connection((host, port), timeout=5).close()
+    except OSError as exc:
+        raise CheckpointError(
+            f"cannot reach {host} to download {model_id!r} ({exc}). "
+            "On a machine without access to the model hub, download the model elsewhere and "
+            "pass its local directory (config.yaml, model.pt, tokens.txt), e.g. "
+            "`e2v-export --model /path/to/emotion2vec_plus_large`."
+        ) from exc
+    log.info("downloading %s from %s", model_id, host)
+    if hub == "ms":
+        from modelscope.hub.snapshot_download import snapshot_download
+
+        return Path(snapshot_download(model_id))
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(model_id))
+
+
+def check_model_dir(model_dir: Path) -> None:
+    missing = [name for name in REQUIRED_FILES if not (model_dir / name).is_file()]
+    if missing:
+        raise CheckpointError(
+            f"{model_dir} is not an emotion2vec model directory: missing {', '.join(missing)} "
+            f"(FunASR's format needs {', '.join(REQUIRED_FILES)})"
+        )
+
+
+def emotion2vec_class():
+    """FunASR's Emotion2vec class (importing funasr prints an ffmpeg notice on stdout; keep it quiet)."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        from funasr.models.emotion2vec.model import Emotion2vec
+    return Emotion2vec
+
+
+def load_checkpoint(model: str | Path, hub: str = "ms") -> LoadedCheckpoint:
+    """Build FunASR's Emotion2vec from a model directory (or hub id) and load its weights strictly."""
+    Emotion2vec = emotion2vec_class()
+    model_dir = resolve_model_dir(str(model), hub)
+    check_model_dir(model_dir)
+    config = yaml.safe_load((model_dir / "config.yaml").read_text(encoding="utf-8"))
+    if config.get("model") != "Emotion2vec":
+        raise CheckpointError(f"{model_dir}/config.yaml is for model {config.get('model')!r}, not Emotion2vec")
+    tokens = read_tokens(model_dir / "tokens.txt")
+
+    # The same constructor call FunASR's AutoModel makes: model_conf plus the vocabulary size.
+    e2v = Emotion2vec(model_conf=config["model_conf"], vocab_size=len(tokens))
+    source = _read_state_dict(model_dir / "model.pt")
+    e2v.load_state_dict(_map_state_dict(e2v.state_dict(), source, config, model_dir), strict=True)
+    e2v.eval()
+    return LoadedCheckpoint(model=e2v, config=config, tokens=tokens, model_dir=model_dir)
+
+
+def _read_state_dict(path: Path) -> dict:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a git-LFS pointer, a truncated download, a pickle with code in it
+        raise CheckpointError(f"cannot read {path} as a weights-only torch checkpoint: {exc}") from exc
+    # Unwrap the containers FunASR unwraps (fairseq keeps the weights under "model").
+    for key in ("state_dict", "model_state_dict", "model"):
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise CheckpointError(f"{path} does not hold a state dict of tensors")
+    return state
+
+
+def _scope_prefixes(config: dict) -> list[str]:
+    """Source-key prefixes to try, from the config's scope_map (pairs of src, dst), as FunASR does."""
+    scope_map = list(config.get("scope_map") or [])
+    scope_map += ["module.", "None"]
+    prefixes = []
+    for src, dst in zip(scope_map[0::2], scope_map[1::2]):
+        if str(dst).lower() not in ("none", ""):
+            raise CheckpointError(f"scope_map destination prefixes are not supported: {dst!r}")
+        prefixes.append("" if str(src).lower() == "none" else str(src))
+    return prefixes
+
+
+def _map_state_dict(destination: dict, source: dict, config: dict, model_dir: Path) -> dict:
+    prefixes = _scope_prefixes(config)
+    mapped, missing, wrong_shape, used = {}, [], [], set()
+    for key, tensor in destination.items():
+        source_key = next((p + key for p in prefixes if p + key in source), key if key in source else None)
+        if source_key is None:
+            if not key.startswith(UNUSED_MODULE_PREFIXES):
+                missing.append(key)
+            mapped[key] = tensor
+            continue
+        used.add(source_key)
+        if source[source_key].shape != tensor.shape:
+            wrong_shape.append(f"{source_key}: {tuple(source[source_key].shape)} != expected {tuple(tensor.shape)}")
+            continue
+        mapped[key] = source[source_key].to(tensor.dtype)
+    unexpected = sorted(set(source) - used)
+    problems = []
+    if missing:
+        problems.append(f"missing keys ({len(missing)}): {', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}")
+    if wrong_shape:
+        problems.append(f"shape mismatches ({len(wrong_shape)}): {'; '.join(wrong_shape[:10])}")
+    if unexpected:
+        problems.append(
+            f"unexpected keys ({len(unexpected)}): {', '.join(unexpected[:10])}{' ...' if len(unexpected) > 10 else ''}"
+        )
+    if problems:
+        raise CheckpointError(
+            f"{model_dir}/model.pt does not match the model its config.yaml describes: " + " | ".join(problems)
+        )
+    return mapped

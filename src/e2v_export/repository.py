@@ -1,0 +1,254 @@
+"""Write a ready Triton model repository from an exported checkpoint.
+
+The Triton models live in the e2v_server package, in triton_models/: config
+templates (<model>[.<engines>].pbtxt.in) and the Python models' code. This
+module renders the templates with the names from e2v_server.contract and the
+export options, copies each Python model as <model>/1/model.py with the
+contract beside it (so that every folder stands alone in any Triton), and puts
+the ONNX files in place. Two flavours of the same repository:
+
+* portable: encoder and classifier are Python-backend models that run the ONNX
+  files with ONNX Runtime (the pip-installed Triton, which has only that backend);
+* native: encoder and classifier use Triton's onnxruntime backend
+  (``platform: "onnxruntime_onnx"``, TensorRT accelerator in fp16), for
+  NVIDIA's Triton container;
+* native with ``tensorrt``: encoder and classifier as fp16 TensorRT engines
+  (``platform: "tensorrt_plan"``) built on this machine's GPU by e2v_export.tensorrt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from string import Template
+
+import e2v_server
+from e2v_export.checkpoint import LoadedCheckpoint
+from e2v_export.onnx_export import export_onnx
+from e2v_export.quantize import quantize_encoder
+from e2v_export.tensorrt import ProfileOptions, build_repository_engines
+from e2v_server import contract
+
+# Config templates and Python models, shipped as package data of e2v_server.
+TRITON_MODELS = Path(e2v_server.__file__).resolve().parent / "triton_models"
+# The contract is copied beside each Python model under a name no installed package takes.
+CONTRACT_COPY = "emotion2vec_contract.py"
+FLAVOURS = ("portable", "native")
+STAMP_FILE = "export_stamp.json"  # in the ensemble's folder: which code and checkpoint wrote the repository
+
+
+def code_fingerprint() -> str:
+    """A hash of everything that shapes an exported repository: templates, Triton models, export code."""
+    package = Path(__file__).resolve().parent
+    files = sorted(TRITON_MODELS.glob("*.pbtxt.in")) + sorted(TRITON_MODELS.glob("*.py"))
+    files += [package / name for name in ("graph.py", "onnx_export.py", "repository.py", "quantize.py")]
+    files.append(Path(contract.__file__))
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def read_stamp(repository: str | Path) -> dict | None:
+    """What wrote this repository, or None (not exported, or exported before stamps existed)."""
+    try:
+        return json.loads((Path(repository) / contract.ENSEMBLE_MODEL / STAMP_FILE).read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass
+class RepositoryOptions:
+    flavour: str = "portable"
+    max_batch_size: int = 8
+    queue_delay_us: int = 2000  # how long the dynamic batcher waits to fill a batch
+    preprocess_instances: int = 1
+    encoder_instances: int = 1
+    instance_kind: str = "cpu"  # cpu or gpu, for the encoder and classifier
+    threads: int = 0  # ONNX Runtime intra-op threads per encoder instance; 0 = one per core
+    max_seconds: float = 30.0  # longer requests are refused (the client windows long audio)
+    pad_multiple: int = 8000  # preprocess pads each batch to a multiple of this many samples
+    # portable encoder: rows run in groups whose longest is at most this times the shortest
+    max_padding_ratio: float = 1.25
+    model_name: str = ""  # reported to clients; default: the checkpoint folder's name
+    tensorrt: bool = False  # native: build TensorRT engines (model.plan) here and serve them as tensorrt_plan
+    int8: bool = False  # dynamically quantized encoder weights (see quantize.py); fp32 otherwise
+
+    def check(self) -> None:
+        if self.flavour not in FLAVOURS:
+            raise ValueError(f"flavour must be one of {FLAVOURS}")
+        if self.instance_kind not in ("cpu", "gpu"):
+            raise ValueError("instance kind must be cpu or gpu")
+        if min(self.max_batch_size, self.preprocess_instances, self.encoder_instances, self.pad_multiple) < 1:
+            raise ValueError("batch size, instance counts and pad multiple must be at least 1")
+        if self.max_seconds * contract.SAMPLE_RATE < contract.FRAME_RECEPTIVE_FIELD:
+            raise ValueError("max_seconds is shorter than one frame")
+        if self.tensorrt and (self.flavour != "native" or self.instance_kind != "gpu"):
+            raise ValueError("TensorRT engines need the native flavour with GPU instances")
+        if self.tensorrt and self.int8:
+            raise ValueError("TensorRT engines are built from the fp32 ONNX files: --int8 and --tensorrt exclude each other")
+
+
+def template_values(options: RepositoryOptions, labels: list[str], embedding_dim: int, model_name: str,
+                    random_weights: bool) -> dict:
+    waveform, lengths = contract.ENCODER_INPUTS
+    frames, frame_lengths = contract.ENCODER_OUTPUTS
+    embedding, scores, frame_scores, frame_embedding, num_frames = contract.CLASSIFIER_OUTPUTS
+    for label in labels:
+        if not re.fullmatch(r"[\w<>.-]+", label):
+            raise ValueError(f"label {label!r} cannot be carried in the model config")
+    # the TensorRT optimisation profile, shared with e2v_export.tensorrt: its longest waveform is
+    # max_seconds rounded up to pad_multiple, the longest batch preprocess can send
+    profile = ProfileOptions.for_repository(options)
+    min_samples, opt_samples, max_samples = profile.samples()
+    return {
+        # names, from the contract
+        "ENSEMBLE_MODEL": contract.ENSEMBLE_MODEL,
+        "PREPROCESS_MODEL": contract.PREPROCESS_MODEL,
+        "ENCODER_MODEL": contract.ENCODER_MODEL,
+        "CLASSIFIER_MODEL": contract.CLASSIFIER_MODEL,
+        "AUDIO": contract.ENSEMBLE_INPUT,
+        "WAVEFORM": waveform,
+        "LENGTHS": lengths,
+        "FRAMES": frames,
+        "FRAME_LENGTHS": frame_lengths,
+        "EMBEDDING_OUT": embedding,
+        "SCORES_OUT": scores,
+        "FRAME_SCORES_OUT": frame_scores,
+        "FRAME_EMBEDDING_OUT": frame_embedding,
+        "NUM_FRAMES_OUT": num_frames,
+        "SCORES": contract.SCORES,
+        "EMBEDDING": contract.EMBEDDING,
+        "FRAME_SCORES": contract.FRAME_SCORES,
+        "FRAME_EMBEDDING": contract.FRAME_EMBEDDING,
+        "NUM_FRAMES": contract.NUM_FRAMES,
+        "PARAM_LABELS": contract.PARAM_LABELS,
+        "PARAM_EMBEDDING_DIM": contract.PARAM_EMBEDDING_DIM,
+        "PARAM_SAMPLE_RATE": contract.PARAM_SAMPLE_RATE,
+        "PARAM_FRAMES_PER_SECOND": contract.PARAM_FRAMES_PER_SECOND,
+        "PARAM_MAX_SECONDS": contract.PARAM_MAX_SECONDS,
+        "PARAM_MODEL_NAME": contract.PARAM_MODEL_NAME,
+        "PARAM_RANDOM_WEIGHTS": contract.PARAM_RANDOM_WEIGHTS,
+        "PARAM_PRECISION": contract.PARAM_PRECISION,
+        "PARAM_PAD_MULTIPLE": contract.PARAM_PAD_MULTIPLE,
+        "PARAM_THREADS": contract.PARAM_THREADS,
+        "PARAM_MAX_PADDING_RATIO": contract.PARAM_MAX_PADDING_RATIO,
+        "PARAM_STEP_WINDOW": contract.PARAM_STEP_WINDOW,
+        "PARAM_STEP_HOP": contract.PARAM_STEP_HOP,
+        "ONNX_FILE": contract.ONNX_FILE,
+        "PLAN_FILE": contract.PLAN_FILE,
+        # the model
+        "labels_csv": ",".join(labels),
+        "num_labels": len(labels),
+        "embedding_dim": embedding_dim,
+        "sample_rate": contract.SAMPLE_RATE,
+        "frames_per_second": f"{contract.FRAMES_PER_SECOND:g}",
+        "model_name": model_name,
+        "random_weights": "true" if random_weights else "false",
+        "precision": "int8" if options.int8 else "fp32",
+        "frame_window": contract.FRAME_RECEPTIVE_FIELD,
+        "frame_hop": contract.FRAME_HOP,
+        # serving options
+        "max_batch_size": options.max_batch_size,
+        "queue_delay_us": options.queue_delay_us,
+        "preprocess_instances": options.preprocess_instances,
+        "encoder_instances": options.encoder_instances,
+        "instance_kind": f"KIND_{options.instance_kind.upper()}",
+        "threads": options.threads,
+        "max_seconds": f"{options.max_seconds:g}",
+        "pad_multiple": options.pad_multiple,
+        "max_padding_ratio": f"{options.max_padding_ratio:g}",
+        # TensorRT optimisation profile of the native encoder, in samples
+        "min_samples": min_samples,
+        "opt_batch": profile.opt_batch,
+        "opt_samples": opt_samples,
+        "max_samples": max_samples,
+    }
+
+
+def render_configs(options: RepositoryOptions, values: dict) -> dict[str, str]:
+    """{model name: config.pbtxt text} for the chosen flavour."""
+    engines = "tensorrt" if options.tensorrt else options.flavour
+    templates = {
+        contract.PREPROCESS_MODEL: f"{contract.PREPROCESS_MODEL}.pbtxt.in",
+        contract.ENCODER_MODEL: f"{contract.ENCODER_MODEL}.{engines}.pbtxt.in",
+        contract.CLASSIFIER_MODEL: f"{contract.CLASSIFIER_MODEL}.{engines}.pbtxt.in",
+        contract.ENSEMBLE_MODEL: f"{contract.ENSEMBLE_MODEL}.pbtxt.in",
+    }
+    return {
+        model: Template((TRITON_MODELS / template).read_text("utf-8")).substitute(values)
+        for model, template in templates.items()
+    }
+
+
+def python_models(flavour: str) -> dict[str, str]:
+    """{model: the file in triton_models/ that is its model.py} for the models that run in the Python backend."""
+    models = {contract.PREPROCESS_MODEL: "preprocess.py"}
+    if flavour == "portable":
+        models |= {contract.ENCODER_MODEL: "onnx_model.py", contract.CLASSIFIER_MODEL: "onnx_model.py"}
+    return models
+
+
+def write_python_models(out: Path, flavour: str) -> None:
+    """model.py and the contract in each Python model's version folder; none left in the other models."""
+    python = python_models(flavour)
+    for model in (contract.PREPROCESS_MODEL, contract.ENCODER_MODEL, contract.CLASSIFIER_MODEL):
+        version_dir = out / model / "1"
+        version_dir.mkdir(parents=True, exist_ok=True)
+        if model in python:
+            shutil.copy(TRITON_MODELS / python[model], version_dir / "model.py")
+            shutil.copy(contract.__file__, version_dir / CONTRACT_COPY)
+        else:  # a native model must not carry Python-backend code from an earlier portable export
+            for name in ("model.py", CONTRACT_COPY):
+                (version_dir / name).unlink(missing_ok=True)
+
+
+def write_repository(checkpoint: LoadedCheckpoint, out: str | Path, options: RepositoryOptions | None = None) -> Path:
+    options = options or RepositoryOptions()
+    options.check()
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    labels = [contract.label_name(t) for t in checkpoint.tokens]
+    embedding_dim = int(checkpoint.config["model_conf"]["embed_dim"])
+    random_weights = is_random_checkpoint(checkpoint.model_dir)
+    values = template_values(options, labels, embedding_dim, options.model_name or checkpoint.model_dir.name,
+                             random_weights)
+    configs = render_configs(options, values)
+
+    with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as tmp:
+        result = export_onnx(checkpoint, tmp, conv_as_matmul=options.int8)
+        for model, onnx_file in (
+            (contract.ENCODER_MODEL, result.encoder_path),
+            (contract.CLASSIFIER_MODEL, result.classifier_path),
+        ):
+            version_dir = out / model / "1"
+            version_dir.mkdir(parents=True, exist_ok=True)
+            if options.int8 and model == contract.ENCODER_MODEL:
+                quantize_encoder(onnx_file, version_dir / contract.ONNX_FILE)
+            else:
+                os.replace(onnx_file, version_dir / contract.ONNX_FILE)
+    (out / contract.ENSEMBLE_MODEL / "1").mkdir(parents=True, exist_ok=True)
+
+    if options.tensorrt:  # model.plan beside each model.onnx, before the configs that name them
+        build_repository_engines(out, ProfileOptions.for_repository(options))
+    write_python_models(out, options.flavour)
+    for model, text in configs.items():
+        (out / model / "config.pbtxt").write_text(text, "utf-8")
+    stamp = {"code": code_fingerprint(), "checkpoint": str(checkpoint.model_dir), "options": asdict(options)}
+    (out / contract.ENSEMBLE_MODEL / STAMP_FILE).write_text(json.dumps(stamp, indent=2), "utf-8")
+    return out
+
+
+def is_random_checkpoint(model_dir: Path) -> bool:
+    """True for checkpoints written by `e2v-export make-test-checkpoint` (they say so in configuration.json)."""
+    path = model_dir / "configuration.json"
+    try:
+        return "random_weights" in json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError):
+        return False

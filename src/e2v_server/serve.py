@@ -1,0 +1,245 @@
+"""e2v-serve: start a Triton server on a model repository and wait until emotion2vec is ready.
+
+Which tritonserver: ``--tritonserver PATH``, else one on PATH (NVIDIA's
+container), else the one shipped in the nvidia-pytriton wheel. The bundled one
+needs the Python-backend stub for the running Python beside the backend, the
+venv's bin first on PATH (so the stub's Python finds numpy and our packages)
+and the interpreter's lib folder on LD_LIBRARY_PATH; this module prepares that
+in a cache folder, never in site-packages.
+
+    e2v-serve --model-repository model_repository [--grpc-port 8001] [--host 127.0.0.1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from e2v_server import contract
+
+
+class ServerStartError(RuntimeError):
+    """tritonserver could not be found or started, or its models did not become ready."""
+
+
+@dataclass
+class TritonCommand:
+    binary: Path
+    backend_dir: Path | None  # None: the server's own default (NVIDIA's container)
+    env: dict = field(default_factory=dict)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _bundled_triton_root() -> Path | None:
+    try:
+        import pytriton
+    except ImportError:
+        return None
+    root = Path(pytriton.__file__).parent / "tritonserver"
+    return root if (root / "bin" / "tritonserver").exists() else None
+
+
+def _prepare_bundled(root: Path, cache_dir: Path) -> TritonCommand:
+    """A backends folder with the Python-backend stub for this interpreter, and the environment it needs."""
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.exists():
+        raise ServerStartError(f"the bundled Triton has no Python-backend stub for Python {version}")
+    backend_dir = cache_dir / f"triton-backends-py{version}"
+    python_dir = backend_dir / "python"
+    if not (python_dir / "triton_python_backend_stub").exists():
+        python_dir.mkdir(parents=True, exist_ok=True)
+        for item in (root / "backends" / "python").iterdir():
+            if item.is_file():
+                shutil.copy2(item, python_dir / item.name)
+        # libtriton_python.so and the stub find the wheel's libraries through an $ORIGIN-relative
+        # RPATH that no longer holds from a copy: LD_LIBRARY_PATH (below) points at them instead.
+        shutil.copy2(stub, python_dir / "triton_python_backend_stub")
+    libs = root.parent.parent / "nvidia_pytriton.libs"
+    env = {
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "LD_LIBRARY_PATH": os.pathsep.join(
+            p for p in (str(libs), sysconfig.get_config_var("LIBDIR") or "", os.environ.get("LD_LIBRARY_PATH", "")) if p
+        ),
+    }
+    return TritonCommand(root / "bin" / "tritonserver", backend_dir, env)
+
+
+def find_tritonserver(explicit: str | None = None, cache_dir: Path | None = None) -> TritonCommand:
+    cache_dir = cache_dir or Path(os.environ.get("E2V_CACHE", Path.home() / ".cache" / "e2v"))
+    path = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    if explicit:
+        if not Path(explicit).is_file():
+            raise ServerStartError(f"--tritonserver {explicit}: no such file")
+        return TritonCommand(Path(explicit), None, path)
+    on_path = shutil.which("tritonserver")
+    if on_path:
+        return TritonCommand(Path(on_path), None, path)
+    root = _bundled_triton_root()
+    if root is None:
+        raise ServerStartError(
+            "no tritonserver found: pass --tritonserver PATH, run inside NVIDIA's Triton container, "
+            "or install nvidia-pytriton==0.7.0 (make setup does)"
+        )
+    return _prepare_bundled(root, cache_dir)
+
+
+class TritonServer:
+    """A running tritonserver process; use as a context manager or call stop()."""
+
+    def __init__(self, model_repository, host="127.0.0.1", grpc_port=None, http_port=None, metrics_port=None,
+                 tritonserver=None, log_file=None, extra_args=(), ready_timeout=300.0):
+        self.model_repository = Path(model_repository).resolve()
+        if not (self.model_repository / contract.ENSEMBLE_MODEL / "config.pbtxt").exists():
+            raise ServerStartError(
+                f"{self.model_repository} is not an exported model repository (no "
+                f"{contract.ENSEMBLE_MODEL}/config.pbtxt): run e2v-export --out {model_repository} first"
+            )
+        self.host = host
+        self.grpc_port = grpc_port or free_port()
+        self.http_port = http_port or free_port()
+        self.metrics_port = metrics_port or free_port()
+        self.command = find_tritonserver(tritonserver)
+        self.log_path = Path(log_file) if log_file else None
+        self.extra_args = list(extra_args)
+        self.ready_timeout = ready_timeout
+        self.process: subprocess.Popen | None = None
+        self.startup_seconds: float | None = None
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+    def args(self) -> list[str]:
+        args = [
+            str(self.command.binary),
+            f"--model-repository={self.model_repository}",
+            f"--grpc-address={self.host}", f"--grpc-port={self.grpc_port}",
+            f"--http-address={self.host}", f"--http-port={self.http_port}",
+            f"--metrics-address={self.host}", f"--metrics-port={self.metrics_port}",
+            "--strict-readiness=true",
+        ]
+        if self.command.backend_dir:
+            args.append(f"--backend-directory={self.command.backend_dir}")
+        return args + self.extra_args
+
+    def start(self) -> "TritonServer":
+        env = {**os.environ, **self.command.env}
+        # No log file: the server logs to this process's terminal.
+        log = open(self.log_path, "ab") if self.log_path else None
+        start = time.monotonic()
+        self.process = subprocess.Popen(self.args(), env=env, stdout=log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+        try:
+            self.wait_ready(start)
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - start
+        return self
+
+    def wait_ready(self, start: float) -> None:
+        import tritonclient.grpc as grpcclient
+
+        client = grpcclient.InferenceServerClient(self.grpc_url)
+        try:
+            while time.monotonic() - start < self.ready_timeout:
+                if self.process.poll() is not None:
+                    raise ServerStartError(
+                        f"tritonserver exited with code {self.process.returncode} while loading"
+                        + (f"; see {self.log_path}" if self.log_path else "")
+                    )
+                try:
+                    if client.is_model_ready(contract.ENSEMBLE_MODEL, client_timeout=2):
+                        return
+                except Exception:  # not listening yet
+                    pass
+                time.sleep(0.25)
+            raise ServerStartError(f"{contract.ENSEMBLE_MODEL} was not ready after {self.ready_timeout:.0f} s")
+        finally:
+            client.close()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)  # Triton unloads the models and exits
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def kill(self) -> None:
+        """Stop abruptly (for tests of a server that dies mid-batch)."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="e2v-serve", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model-repository", default="model_repository")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    parser.add_argument("--grpc-port", type=int, default=8001)
+    parser.add_argument("--http-port", type=int, default=8000)
+    parser.add_argument("--metrics-port", type=int, default=8002)
+    parser.add_argument("--tritonserver", help="path of a tritonserver binary to use")
+    parser.add_argument("--log-file", help="write the server's log to this file (default: this terminal)")
+    parser.add_argument("--ready-timeout", type=float, default=600.0)
+    args = parser.parse_args(argv)
+
+    try:
+        server = TritonServer(args.model_repository, args.host, args.grpc_port, args.http_port, args.metrics_port,
+                              args.tritonserver, args.log_file, ready_timeout=args.ready_timeout)
+        stopping = []
+
+        def on_signal(signum, _frame):
+            stopping.append(signum)
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, on_signal)
+        print(f"e2v-serve: starting {server.command.binary} on {args.model_repository} ...", flush=True)
+        server.start()
+    except (ServerStartError, KeyboardInterrupt) as exc:
+        print(f"e2v-serve: error: {exc or 'interrupted'}", file=sys.stderr)
+        return 1
+    print(
+        f"e2v-serve: {contract.ENSEMBLE_MODEL} READY in {server.startup_seconds:.1f} s; "
+        f"gRPC {server.grpc_url}, HTTP {args.host}:{server.http_port}, metrics {args.host}:{server.metrics_port}. "
+        "Ctrl-C stops.",
+        flush=True,
+    )
+    try:
+        while server.process.poll() is None:
+            time.sleep(0.5)
+        print(f"e2v-serve: tritonserver exited with code {server.process.returncode}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("e2v-serve: stopping ...", flush=True)
+        server.stop()
+        print("e2v-serve: stopped", flush=True)
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""Triton Python model that runs an exported ONNX file with ONNX Runtime (the portable flavour).
+
+e2v-export copies this file as model.py into the encoder's and the classifier's
+version folders, with model.onnx and emotion2vec_contract.py beside it: it
+stands alone in any Triton whose Python has numpy and onnxruntime, including the
+pip-installed server, which has only the Python backend. Tensor names and
+settings come from the model's config.pbtxt: the first input has a length axis
+(axis 1), the second holds each row's length; the outputs are those of the ONNX
+file.
+
+The inputs are marked allow_ragged_batch, so one execute() may get requests of
+any lengths. On a CPU, padding is pure waste (a 1 s utterance padded to 30 s
+costs 30 times the compute) and batching gains little, so the rows are cut to
+their real lengths and run in groups of similar length: within a group the
+longest is at most ``max_padding_ratio`` times the shortest. Each response gets
+back the rows and the length axis its own input implies (padding masked to 0,
+as in one padded batch); the numbers are those of the row run alone.
+"""
+
+import json
+from pathlib import Path
+
+import emotion2vec_contract as contract
+import numpy as np
+import onnxruntime as ort
+import triton_python_backend_utils as pb_utils
+
+
+def execution_providers(instance_kind: str, device_id: int) -> list:
+    """TensorRT, then CUDA, for GPU instances when this onnxruntime has them; the CPU always last."""
+    providers = []
+    if instance_kind == "GPU":
+        available = ort.get_available_providers()
+        for name in ("TensorrtExecutionProvider", "CUDAExecutionProvider"):
+            if name in available:
+                providers.append((name, {"device_id": device_id}))
+    return providers + ["CPUExecutionProvider"]
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        params = contract.string_parameters(config)
+        self.sequence_name, self.lengths_name = [tensor["name"] for tensor in config["input"]]
+        self.output_names = [tensor["name"] for tensor in config["output"]]
+        self.step_window = int(params[contract.PARAM_STEP_WINDOW])
+        self.step_hop = int(params[contract.PARAM_STEP_HOP])
+        self.max_padding_ratio = float(params[contract.PARAM_MAX_PADDING_RATIO])
+        self.max_group = max(1, int(config.get("max_batch_size", 1)))
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(params[contract.PARAM_THREADS])
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        path = Path(args["model_repository"]) / args["model_version"] / contract.ONNX_FILE
+        providers = execution_providers(args["model_instance_kind"], int(args["model_instance_device_id"]))
+        self.session = ort.InferenceSession(str(path), options, providers=providers)
+        self.sequence_outputs = {o.name for o in self.session.get_outputs() if len(o.shape) >= 3}
+
+    def execute(self, requests):
+        rows, real_lengths, owners = [], [], []  # one entry per utterance; owners: (request, padded length)
+        for r, request in enumerate(requests):
+            sequence = pb_utils.get_input_tensor_by_name(request, self.sequence_name).as_numpy()
+            lengths = pb_utils.get_input_tensor_by_name(request, self.lengths_name).as_numpy().reshape(-1)
+            for row, length in zip(sequence, lengths, strict=True):
+                length = int(length)
+                # cut the padding off; a row too short to run (warm-up zeros) keeps its padded length
+                rows.append(row[:length] if length >= self.step_window else row)
+                real_lengths.append(length)
+                owners.append((r, sequence.shape[1]))
+        try:
+            results = self.run_grouped(rows, real_lengths)
+        except Exception as exc:  # e.g. out of memory: fail these requests, keep serving
+            error = pb_utils.TritonError(f"{type(exc).__name__}: {exc}")
+            return [pb_utils.InferenceResponse(error=error) for _ in requests]
+        return [self.response([i for i, (owner, _) in enumerate(owners) if owner == r], owners, results)
+                for r in range(len(requests))]
+
+    def run_grouped(self, rows: list, real_lengths: list) -> list:
+        """{output name: value} for each row, the rows run in groups of similar length."""
+        results = [None] * len(rows)
+        for group in contract.length_groups([len(row) for row in rows], self.max_padding_ratio, self.max_group):
+            batch, _ = contract.pad_rows([rows[i] for i in group])
+            lengths = np.array([real_lengths[i] for i in group], dtype=np.int64)
+            values = self.session.run(self.output_names, {self.sequence_name: batch, self.lengths_name: lengths})
+            for k, i in enumerate(group):
+                results[i] = {name: value[k] for name, value in zip(self.output_names, values, strict=True)}
+        return results
+
+    def response(self, mine: list, owners: list, results: list):
+        """The response of one request, from the results of its rows (indices `mine`)."""
+        padded_length = owners[mine[0]][1]
+        tensors = []
+        for name in self.output_names:
+            if name in self.sequence_outputs:
+                # the length axis this request's own padded input implies, zeros past the real steps
+                steps = contract.output_steps(padded_length, self.step_window, self.step_hop)
+                value, _ = contract.pad_rows([results[i][name][:steps] for i in mine], steps)
+            else:
+                value = np.stack([results[i][name] for i in mine])
+                if value.ndim == 1:
+                    value = value.reshape(-1, 1)  # [B] -> [B, 1], the config's dims [1]
+            tensors.append(pb_utils.Tensor(name, np.ascontiguousarray(value)))
+        return pb_utils.InferenceResponse(output_tensors=tensors)
