@@ -45,8 +45,16 @@ PROBE_REPEATS = 10
 
 
 # --- the model's cost -------------------------------------------------------------
-def model_gflops(num_samples: int, dim: int = 1024, blocks: int = 12, conv_dim: int = 512, extra_tokens: int = 10,
-                 pos_kernel: int = 19, pos_groups: int = 16, pos_layers: int = 5) -> float:
+def model_gflops(
+    num_samples: int,
+    dim: int = 1024,
+    blocks: int = 12,
+    conv_dim: int = 512,
+    extra_tokens: int = 10,
+    pos_kernel: int = 19,
+    pos_groups: int = 16,
+    pos_layers: int = 5,
+) -> float:
     """Analytic forward FLOPs (2 per multiply-add) of emotion2vec for one utterance (model-spec.md §2.6)."""
     spec = [(10, 5)] + [(3, 2)] * 4 + [(2, 2)] * 2
     flops, length, channels = 0.0, num_samples, 1
@@ -251,10 +259,13 @@ def summarize(name: str, result: dict, audio_seconds: float, gflop: float, funas
         "audio_s_per_s": audio_seconds / result["wall"],
         "rtf": result["wall"] / audio_seconds,
         "gflop_per_s": gflop / result["wall"],
-        "p50_ms": float(np.percentile(lat, 50)), "p95_ms": float(np.percentile(lat, 95)),
+        "p50_ms": float(np.percentile(lat, 50)),
+        "p95_ms": float(np.percentile(lat, 95)),
         "p99_ms": float(np.percentile(lat, 99)),
-        "probe5s_p50_ms": float(np.percentile(probe, 50)), "probe5s_p95_ms": float(np.percentile(probe, 95)),
-        "client_mb": result.get("client_mb"), "server_mb": result.get("server_mb"),
+        "probe5s_p50_ms": float(np.percentile(probe, 50)),
+        "probe5s_p95_ms": float(np.percentile(probe, 95)),
+        "client_mb": result.get("client_mb"),
+        "server_mb": result.get("server_mb"),
         "wall_s": result["wall"],
     }
     if funasr:
@@ -263,19 +274,25 @@ def summarize(name: str, result: dict, audio_seconds: float, gflop: float, funas
 
 
 def print_table(rows: list[dict]) -> None:
-    head = (f"{'system':<24}{'audio s/s':>10}{'RTF':>7}{'GFLOP/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
-            f"{'5s p95 ms':>11}{'server MB':>11}{'client MB':>11}{'x FunASR':>10}")
+    head = (
+        f"{'system':<24}{'audio s/s':>10}{'RTF':>7}{'GFLOP/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
+        f"{'5s p95 ms':>11}{'server MB':>11}{'client MB':>11}{'x FunASR':>10}"
+    )
     print(head)
     print("-" * len(head))
     for r in rows:
+
         def fmt(value, spec):
             if isinstance(value, (int, float)) and not np.isnan(value):
                 return format(value, spec)
             return "-".rjust(int(spec.split(".")[0]))
-        print(f"{r['system']:<24}{fmt(r['audio_s_per_s'], '10.2f')}{fmt(r['rtf'], '7.3f')}{fmt(r['gflop_per_s'], '9.1f')}"
-              f"{fmt(r['p50_ms'], '9.0f')}{fmt(r['p95_ms'], '9.0f')}{fmt(r['p99_ms'], '9.0f')}"
-              f"{fmt(r['probe5s_p95_ms'], '11.0f')}{fmt(r.get('server_mb') or np.nan, '11.0f')}"
-              f"{fmt(r['client_mb'] or np.nan, '11.0f')}{fmt(r.get('x_funasr', np.nan), '10.2f')}")
+
+        print(
+            f"{r['system']:<24}{fmt(r['audio_s_per_s'], '10.2f')}{fmt(r['rtf'], '7.3f')}{fmt(r['gflop_per_s'], '9.1f')}"
+            f"{fmt(r['p50_ms'], '9.0f')}{fmt(r['p95_ms'], '9.0f')}{fmt(r['p99_ms'], '9.0f')}"
+            f"{fmt(r['probe5s_p95_ms'], '11.0f')}{fmt(r.get('server_mb') or np.nan, '11.0f')}"
+            f"{fmt(r['client_mb'] or np.nan, '11.0f')}{fmt(r.get('x_funasr', np.nan), '10.2f')}"
+        )
 
 
 def plot(rows: list[dict], concurrencies: list[int], path: Path) -> None:
@@ -296,7 +313,9 @@ def plot(rows: list[dict], concurrencies: list[int], path: Path) -> None:
     for ax, key, scale in ((left, "audio_s_per_s", 1), (right, "p95_ms", 1000)):
         ax.axhline(funasr[key] / scale, color="tab:red", linestyle="--", label="FunASR PyTorch (one at a time)")
         if best is not funasr and not np.isnan(best[key]):
-            ax.axhline(best[key] / scale, color="tab:red", linestyle=":", label=f"FunASR, best setting ({best['system']})")
+            ax.axhline(
+                best[key] / scale, color="tab:red", linestyle=":", label=f"FunASR, best setting ({best['system']})"
+            )
         ax.set_xlabel("requests in flight (concurrency)")
         ax.set_xticks(concurrencies)
         ax.grid(alpha=0.3)
@@ -324,9 +343,15 @@ def accuracy_int8(fp32_repo: Path, int8_repo: Path, paths: list[Path]) -> dict:
         a, b = fp32.run(samples), int8.run(samples)
         diffs.append(float(np.abs(a.scores - b.scores).max()))
         agree += int(a.scores.argmax() == b.scores.argmax())
-        cosines.append(float(np.dot(a.embedding, b.embedding) / np.linalg.norm(a.embedding) / np.linalg.norm(b.embedding)))
-    return {"argmax_agreement": agree / len(paths), "max_score_diff": max(diffs), "min_embedding_cosine": min(cosines),
-            "utterances": len(paths)}
+        cosines.append(
+            float(np.dot(a.embedding, b.embedding) / np.linalg.norm(a.embedding) / np.linalg.norm(b.embedding))
+        )
+    return {
+        "argmax_agreement": agree / len(paths),
+        "max_score_diff": max(diffs),
+        "min_embedding_cosine": min(cosines),
+        "utterances": len(paths),
+    }
 
 
 def main() -> None:
@@ -369,8 +394,11 @@ def main() -> None:
     audio_seconds = sum(len(audio.load(p).samples) for p in paths) / 16000
     dim, conv_dim = {"tiny": (64, 32), "base": (768, 512), "large": (1024, 512)}[args.size]
     gflop = sum(model_gflops(int(s * 16000), dim=dim, conv_dim=conv_dim) for s in lengths)
-    print(f"workload: {len(paths)} utterances, {audio_seconds:.1f} s of audio (1-30 s), {gflop:.0f} GFLOP; "
-          f"{args.size} checkpoint; {os.cpu_count()} CPUs; {platform.processor() or platform.machine()}", flush=True)
+    print(
+        f"workload: {len(paths)} utterances, {audio_seconds:.1f} s of audio (1-30 s), {gflop:.0f} GFLOP; "
+        f"{args.size} checkpoint; {os.cpu_count()} CPUs; {platform.processor() or platform.machine()}",
+        flush=True,
+    )
 
     common = {"paths": [str(p) for p in paths], "probe": str(probe)}
     rows, raw = [], {}
@@ -412,13 +440,22 @@ def main() -> None:
     print()
     print_table(rows)
     if accuracy:
-        print(f"\nint8 vs fp32 on the workload: argmax agreement {accuracy['argmax_agreement'] * 100:.1f}%, "
-              f"max score diff {accuracy['max_score_diff']:.4f}, min embedding cosine {accuracy['min_embedding_cosine']:.5f}")
-    (out / "bench.json").write_text(json.dumps({
-        "workload": {"lengths_s": lengths, "audio_seconds": audio_seconds, "gflop": gflop, "size": args.size},
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-        "rows": rows, "int8_accuracy": accuracy, "raw": raw,
-    }, indent=2))
+        print(
+            f"\nint8 vs fp32 on the workload: argmax agreement {accuracy['argmax_agreement'] * 100:.1f}%, "
+            f"max score diff {accuracy['max_score_diff']:.4f}, min embedding cosine {accuracy['min_embedding_cosine']:.5f}"
+        )
+    (out / "bench.json").write_text(
+        json.dumps(
+            {
+                "workload": {"lengths_s": lengths, "audio_seconds": audio_seconds, "gflop": gflop, "size": args.size},
+                "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+                "rows": rows,
+                "int8_accuracy": accuracy,
+                "raw": raw,
+            },
+            indent=2,
+        )
+    )
     plot(rows, args.concurrency, out / "bench.png")
     print(f"\nwrote {out / 'bench.json'} and {out / 'bench.png'}")
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Export time and ONNX size for a random-weight checkpoint (default: large, the real architecture).
 
-    .venv/bin/python scripts/bench_export.py --size large
+.venv/bin/python scripts/bench_export.py --size large
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from e2v_server import contract
 from e2v_export.checkpoint import load_checkpoint
 from e2v_export.onnx_export import export_onnx
 from e2v_export.random_checkpoint import make_test_checkpoint
+from e2v_server import contract
 
 
 def main() -> None:
@@ -30,8 +30,13 @@ def main() -> None:
         params = sum(p.numel() for n, p in checkpoint.model.named_parameters() if ".decoder." not in n)
         export_onnx(checkpoint, Path(tmp) / "onnx")
         exported = time.perf_counter()
-        sizes = {name: (Path(tmp) / "onnx" / name).stat().st_size for name in (contract.ENCODER_ONNX, contract.CLASSIFIER_ONNX)}
-    print(f"{'size':<8}{'params':>14}{'make ckpt s':>13}{'load s':>9}{'export s':>10}{'encoder MB':>12}{'classifier MB':>15}")
+        sizes = {
+            name: (Path(tmp) / "onnx" / name).stat().st_size
+            for name in (contract.ENCODER_ONNX, contract.CLASSIFIER_ONNX)
+        }
+    print(
+        f"{'size':<8}{'params':>14}{'make ckpt s':>13}{'load s':>9}{'export s':>10}{'encoder MB':>12}{'classifier MB':>15}"
+    )
     print(
         f"{args.size:<8}{params:>14,}{made - start:>13.1f}{loaded - made:>9.1f}{exported - loaded:>10.1f}"
         f"{sizes[contract.ENCODER_ONNX] / 1e6:>12.1f}{sizes[contract.CLASSIFIER_ONNX] / 1e6:>15.2f}"

@@ -26,7 +26,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench  # noqa: E402  (the same workload and repositories as the benchmark)
-
 from e2v_client import audio
 from e2v_server import contract  # noqa: E402
 
@@ -49,13 +48,33 @@ def write_input_data(paths: list[Path], out: Path) -> Path:
     return out
 
 
-def run_perf_analyzer(url: str, input_data: Path, concurrency: str, csv_path: Path, seconds: float | None,
-                      measurement_ms: int) -> str:
+def run_perf_analyzer(
+    url: str, input_data: Path, concurrency: str, csv_path: Path, seconds: float | None, measurement_ms: int
+) -> str:
     command = [
-        str(Path(sys.executable).parent / "perf_analyzer"), "-m", contract.ENSEMBLE_MODEL, "-i", "grpc", "-u", url,
-        "--input-data", str(input_data), "--concurrency-range", concurrency, "--percentile", "95",
-        "--measurement-mode", "time_windows", "--measurement-interval", str(measurement_ms),
-        "--stability-percentage", "1000", "--max-trials", "3", "-f", str(csv_path),
+        str(Path(sys.executable).parent / "perf_analyzer"),
+        "-m",
+        contract.ENSEMBLE_MODEL,
+        "-i",
+        "grpc",
+        "-u",
+        url,
+        "--input-data",
+        str(input_data),
+        "--concurrency-range",
+        concurrency,
+        "--percentile",
+        "95",
+        "--measurement-mode",
+        "time_windows",
+        "--measurement-interval",
+        str(measurement_ms),
+        "--stability-percentage",
+        "1000",
+        "--max-trials",
+        "3",
+        "-f",
+        str(csv_path),
     ]
     if seconds:  # the soak test: three windows of a third each (perf_analyzer needs three to report)
         command[command.index("--measurement-interval") + 1] = str(int(seconds * 1000 / 3))
@@ -71,9 +90,11 @@ def print_csv(csv_path: Path, audio_seconds_per_request: float) -> list[dict]:
     print(f"{'concurrency':>11}{'infer/s':>9}{'audio s/s':>11}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}")
     for row in rows:
         ips = float(row["Inferences/Second"])
-        print(f"{row['Concurrency']:>11}{ips:>9.2f}{ips * audio_seconds_per_request:>11.2f}"
-              f"{float(row['p50 latency']) / 1000:>9.0f}{float(row['p95 latency']) / 1000:>9.0f}"
-              f"{float(row['p99 latency']) / 1000:>9.0f}")
+        print(
+            f"{row['Concurrency']:>11}{ips:>9.2f}{ips * audio_seconds_per_request:>11.2f}"
+            f"{float(row['p50 latency']) / 1000:>9.0f}{float(row['p95 latency']) / 1000:>9.0f}"
+            f"{float(row['p99 latency']) / 1000:>9.0f}"
+        )
     return rows
 
 
@@ -83,8 +104,13 @@ def main() -> None:
     parser.add_argument("--size", default="large", choices=["tiny", "base", "large"])
     parser.add_argument("--int8", action="store_true", help="serve the int8 repository")
     parser.add_argument("--utterances", type=int, default=24)
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4, 8],
-                        help="requests in flight, one perf_analyzer run each (default: 1 2 4 8)")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        nargs="+",
+        default=[1, 2, 4, 8],
+        help="requests in flight, one perf_analyzer run each (default: 1 2 4 8)",
+    )
     parser.add_argument("--measurement-ms", type=int, default=30000)
     parser.add_argument("--soak", type=float, help="one run of this many seconds; reports errors and memory trend")
     parser.add_argument("--out", default=str(bench.ROOT / "bench_results"))
@@ -128,8 +154,10 @@ def main() -> None:
         all_rows = []
         for c in args.concurrency:
             part = csv_path.with_suffix(f".c{c}.csv")
-            print(f"perf_analyzer: concurrency {c}, {'%.0f s' % args.soak if args.soak else 'until stable'} ...",
-                  flush=True)
+            print(
+                f"perf_analyzer: concurrency {c}, {'%.0f s' % args.soak if args.soak else 'until stable'} ...",
+                flush=True,
+            )
             stdout = run_perf_analyzer(args.url, input_data, str(c), part, args.soak, args.measurement_ms)
             with open(part, newline="") as f:
                 all_rows.extend(csv.DictReader(f))
@@ -142,15 +170,19 @@ def main() -> None:
         for c in args.concurrency:
             csv_path.with_suffix(f".c{c}.csv").unlink()
         stop.set()
-        print(f"\nperf_analyzer on {contract.ENSEMBLE_MODEL} ({tag}), gRPC, {len(paths)} utterances of 1-30 s "
-              f"(mean {per_request:.1f} s) round-robin:")
+        print(
+            f"\nperf_analyzer on {contract.ENSEMBLE_MODEL} ({tag}), gRPC, {len(paths)} utterances of 1-30 s "
+            f"(mean {per_request:.1f} s) round-robin:"
+        )
         print_csv(csv_path, per_request)
         print(f"perf_analyzer CSV: {csv_path}")
         if memory:
             values = np.array([m for _, m in memory])
-            first, last = values[: max(1, len(values) // 10)].mean(), values[-max(1, len(values) // 10):].mean()
-            print(f"server memory (RSS, tritonserver + stubs): start {first:.0f} MB, end {last:.0f} MB, "
-                  f"peak {values.max():.0f} MB over {memory[-1][0]:.0f} s ({len(values)} samples)")
+            first, last = values[: max(1, len(values) // 10)].mean(), values[-max(1, len(values) // 10) :].mean()
+            print(
+                f"server memory (RSS, tritonserver + stubs): start {first:.0f} MB, end {last:.0f} MB, "
+                f"peak {values.max():.0f} MB over {memory[-1][0]:.0f} s ({len(values)} samples)"
+            )
             (out / f"server_memory-{tag}{'-soak' if args.soak else ''}.json").write_text(json.dumps(memory))
     finally:
         if server is not None:

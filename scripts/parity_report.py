@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Print the ONNX-vs-FunASR parity table on random-weight checkpoints (the numbers behind issue #2).
 
-    .venv/bin/python scripts/parity_report.py --sizes tiny base
+.venv/bin/python scripts/parity_report.py --sizes tiny base
 """
 
 from __future__ import annotations
@@ -10,13 +10,13 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from e2v_server import contract
 from e2v_export.checkpoint import load_checkpoint
 from e2v_export.onnx_export import export_onnx
 from e2v_export.onnx_runner import OnnxEmotion2vec
 from e2v_export.parity import compare_batch_with_single, compare_with_funasr, funasr_automodel
 from e2v_export.random_checkpoint import make_test_checkpoint
 from e2v_export.synthetic import speech_like
+from e2v_server import contract
 
 DURATIONS = [0.5, 1.0, 3.3, 7.0, 15.0, 30.0]
 HEADER = f"{'size':<6}{'case':<22}{'frames':>7}{'scores max|d|':>15}{'emb cosine':>13}{'frames max|d|':>15}{'fscores max|d|':>16}{'argmax':>8}"
@@ -39,7 +39,9 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             model_dir = make_test_checkpoint(size, args.seed, Path(tmp) / "checkpoint")
             export_onnx(load_checkpoint(model_dir), Path(tmp) / "onnx")
-            runner = OnnxEmotion2vec(Path(tmp) / "onnx" / contract.ENCODER_ONNX, Path(tmp) / "onnx" / contract.CLASSIFIER_ONNX)
+            runner = OnnxEmotion2vec(
+                Path(tmp) / "onnx" / contract.ENCODER_ONNX, Path(tmp) / "onnx" / contract.CLASSIFIER_ONNX
+            )
             automodel = funasr_automodel(model_dir)
             for seconds in DURATIONS:
                 p = compare_with_funasr(automodel, runner, speech_like(seconds, seed=int(seconds * 10)))

@@ -21,10 +21,10 @@ CACHE = ROOT / ".cache"
 
 
 def ensure_repository() -> None:
-    from e2v_server import contract
     from e2v_export.checkpoint import CheckpointError, load_checkpoint
     from e2v_export.random_checkpoint import make_test_checkpoint
     from e2v_export.repository import code_fingerprint, read_stamp, write_repository
+    from e2v_server import contract
 
     stamp = read_stamp(REPOSITORY)
     if (REPOSITORY / contract.ENSEMBLE_MODEL / "config.pbtxt").exists():
@@ -41,9 +41,12 @@ def ensure_repository() -> None:
         try:
             checkpoint = load_checkpoint("iic/emotion2vec_plus_large")
         except CheckpointError as exc:
-            print(f"run: WARNING: {exc}\nrun: WARNING: falling back to a RANDOM-WEIGHT checkpoint of the real "
-                  "emotion2vec+ large architecture: its predictions are meaningless. Set E2V_MODEL_DIR to a "
-                  "downloaded emotion2vec_plus_large folder for real results.", file=sys.stderr)
+            print(
+                f"run: WARNING: {exc}\nrun: WARNING: falling back to a RANDOM-WEIGHT checkpoint of the real "
+                "emotion2vec+ large architecture: its predictions are meaningless. Set E2V_MODEL_DIR to a "
+                "downloaded emotion2vec_plus_large folder for real results.",
+                file=sys.stderr,
+            )
             model_dir = CACHE / "checkpoints" / "large-random-seed0"
             if not (model_dir / "model.pt").exists():
                 make_test_checkpoint("large", 0, model_dir)
@@ -62,8 +65,9 @@ def main() -> int:
     print("run: starting the embedded Triton server ...", flush=True)
     with TritonServer(REPOSITORY, log_file=log) as server:
         print(f"run: server READY in {server.startup_seconds:.1f} s at {server.grpc_url} (log: {log})", flush=True)
-        code = client_main([str(ROOT / "examples"), "--url", server.grpc_url, "--output-dir", str(OUTPUTS),
-                            "--embedding"])
+        code = client_main(
+            [str(ROOT / "examples"), "--url", server.grpc_url, "--output-dir", str(OUTPUTS), "--embedding"]
+        )
         print("run: stopping the server", flush=True)
     summary = sorted(OUTPUTS.glob("summary_*.csv"))[-1]
     with open(summary, newline="", encoding="utf-8") as f:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Server start-up, single-request latency and achieved batch sizes on a random-weight checkpoint.
 
-    .venv/bin/python scripts/serve_report.py --size base
+.venv/bin/python scripts/serve_report.py --size base
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import tritonclient.grpc as grpcclient
 
-from e2v_server import contract
 from e2v_export.checkpoint import load_checkpoint
 from e2v_export.random_checkpoint import make_test_checkpoint
 from e2v_export.repository import write_repository
-from e2v_server.serve import TritonServer
 from e2v_export.synthetic import speech_like
+from e2v_server import contract
+from e2v_server.serve import TritonServer
 
 
 def infer(client, audio):
@@ -49,15 +49,19 @@ def main() -> None:
         repository = write_repository(load_checkpoint(model_dir), Path(tmp) / "repo")
         server = TritonServer(repository, log_file=Path(tmp) / "triton.log")
         with server:
-            print(f"{args.size}: server start-up until {contract.ENSEMBLE_MODEL} READY (models loaded, warm-up run): "
-                  f"{server.startup_seconds:.2f} s")
+            print(
+                f"{args.size}: server start-up until {contract.ENSEMBLE_MODEL} READY (models loaded, warm-up run): "
+                f"{server.startup_seconds:.2f} s"
+            )
             with grpcclient.InferenceServerClient(server.grpc_url) as client:
                 audio = speech_like(5.0, seed=1)
                 infer(client, audio)
                 latencies = np.array([infer(client, audio) for _ in range(args.repeats)]) * 1000
-                print(f"{args.size}: 5 s utterance, concurrency 1, {args.repeats} requests: "
-                      f"p50 {np.percentile(latencies, 50):.0f} ms, p95 {np.percentile(latencies, 95):.0f} ms, "
-                      f"min {latencies.min():.0f} ms")
+                print(
+                    f"{args.size}: 5 s utterance, concurrency 1, {args.repeats} requests: "
+                    f"p50 {np.percentile(latencies, 50):.0f} ms, p95 {np.percentile(latencies, 95):.0f} ms, "
+                    f"min {latencies.min():.0f} ms"
+                )
                 before = batch_sizes(client)
                 workload = [speech_like(s, seed=i) for i, s in enumerate([0.6, 9.0, 3.1, 6.0, 1.7, 7.3, 4.5, 2.4] * 4)]
                 start = time.perf_counter()
@@ -66,8 +70,10 @@ def main() -> None:
                 wall = time.perf_counter() - start
                 after = batch_sizes(client)
                 audio_seconds = sum(len(a) for a in workload) / contract.SAMPLE_RATE
-                print(f"{args.size}: 32 requests of 0.6-9 s at concurrency 8: {wall:.1f} s wall, "
-                      f"{audio_seconds / wall:.1f} audio s/s")
+                print(
+                    f"{args.size}: 32 requests of 0.6-9 s at concurrency 8: {wall:.1f} s wall, "
+                    f"{audio_seconds / wall:.1f} audio s/s"
+                )
                 for model in before:
                     n, e = after[model][0] - before[model][0], after[model][1] - before[model][1]
                     print(f"    {model:<11} {n} requests in {e} executions: average batch {n / max(e, 1):.2f}")

@@ -14,12 +14,12 @@ from scipy.io import wavfile
 
 from audio_files import bad_files, good_files
 from e2v_client import audio
-from e2v_server import contract
-from e2v_client.client import Emotion2vecClient, RetryPolicy
+from e2v_client.client import Emotion2vecClient, RetryPolicy, ServerError
 from e2v_client.outputs import AUDIO_FILE, EMBEDDING_FILE, FOLDER_PREFIX, RESULT_FILE
-from e2v_export.onnx_runner import UtteranceResult
-from e2v_export.parity import compare, funasr_reference
+from e2v_export.compare import UtteranceResult, compare
+from e2v_export.parity import funasr_reference
 from e2v_export.synthetic import speech_like
+from e2v_server import contract
 
 LABELS = ["angry", "disgusted", "fearful", "happy", "neutral", "other", "sad", "surprised", "unknown"]
 USER_SCRIPTS = Path(__file__).parent / "user_scripts"
@@ -28,7 +28,9 @@ USER_SCRIPTS = Path(__file__).parent / "user_scripts"
 def run_client(url, *args, timeout=600):
     return subprocess.run(
         [sys.executable, "-m", "e2v_client.cli", "--url", url, "--quiet", *map(str, args)],
-        capture_output=True, text=True, timeout=timeout,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -82,8 +84,7 @@ def test_batch_writes_spec_folders_that_match_funasr(served, inputs, tmp_path, g
     exported, server = served
     good, _ = inputs
     out = tmp_path / "outputs"
-    done = run_client(server.grpc_url, *good.values(), "--granularity", granularity, "--embedding",
-                      "--output-dir", out)
+    done = run_client(server.grpc_url, *good.values(), "--granularity", granularity, "--embedding", "--output-dir", out)
     assert done.returncode == 0, done.stderr
     assert len(folders(out)) == len(good)
     rows = summary(out)
@@ -100,8 +101,11 @@ def test_batch_writes_spec_folders_that_match_funasr(served, inputs, tmp_path, g
             scores=scores,
             embedding=embedding if granularity == "utterance" else embedding.mean(axis=0),
             frames=embedding if granularity == "frame" else reference.frames,
-            frame_scores=(np.array([list(f.values()) for f in result["scores"]]) if granularity == "frame"
-                          else reference.frame_scores),
+            frame_scores=(
+                np.array([list(f.values()) for f in result["scores"]])
+                if granularity == "frame"
+                else reference.frame_scores
+            ),
         )
         row = compare(ours, reference, len(samples) / 16000)
         # result.json rounds scores to 6 decimals: allow that on top of the parity bound
@@ -113,12 +117,17 @@ def test_user_scripts_run_unchanged_on_a_batch(tiny_server, inputs, tmp_path):
     good, _ = inputs
     utterance, frame = tmp_path / "utterance", tmp_path / "frame"
     assert run_client(tiny_server.grpc_url, *good.values(), "--embedding", "--output-dir", utterance).returncode == 0
-    assert run_client(tiny_server.grpc_url, *good.values(), "--granularity", "frame", "--embedding",
-                      "--output-dir", frame).returncode == 0
+    assert (
+        run_client(
+            tiny_server.grpc_url, *good.values(), "--granularity", "frame", "--embedding", "--output-dir", frame
+        ).returncode
+        == 0
+    )
 
     def script(name, *args):
-        done = subprocess.run([sys.executable, str(USER_SCRIPTS / name), *map(str, args)],
-                              capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            [sys.executable, str(USER_SCRIPTS / name), *map(str, args)], capture_output=True, text=True, timeout=60
+        )
         assert done.returncode == 0, done.stderr
         return done.stdout
 
@@ -142,8 +151,12 @@ def test_bad_inputs_get_error_rows_and_the_rest_goes_on(tiny_server, inputs, tmp
     assert done.returncode == 1  # some inputs failed
     rows = {Path(r["source_file"]).name: r for r in summary(out)}
     assert rows["speech_16k.wav"]["status"] == "scored"
-    expected = {"empty.wav": "empty", "notes.wav": "cannot decode", "corrupt.flac": "cannot decode",
-                "silence.wav": "silent"}
+    expected = {
+        "empty.wav": "empty",
+        "notes.wav": "cannot decode",
+        "corrupt.flac": "cannot decode",
+        "silence.wav": "silent",
+    }
     for name, message in expected.items():
         assert rows[name]["status"] == "failed" and message in rows[name]["error"], rows[name]
         assert name in done.stderr
@@ -177,7 +190,7 @@ def test_long_audio_is_windowed_and_short_audio_is_exactly_the_servers_answer(ti
     counts = np.array([len(p.frame_embedding) for p in parts])
     assert len(scored.frame_embedding) == counts.sum()
     assert np.array_equal(scored.frame_embedding, np.concatenate([p.frame_embedding for p in parts]))
-    expected = np.sum([c * p.embedding for c, p in zip(counts, parts)], axis=0) / counts.sum()
+    expected = np.sum([c * p.embedding for c, p in zip(counts, parts, strict=True)], axis=0) / counts.sum()
     assert np.abs(scored.embedding - expected).max() < 1e-5
     assert abs(scored.scores.sum() - 1) < 1e-5
     assert just_under.windows == 1
@@ -195,9 +208,24 @@ def test_server_killed_mid_batch_then_resume_loses_and_duplicates_nothing(tiny, 
     port = free_port()
     server = TritonServer(tiny.repository, grpc_port=port, log_file=tmp_path / "triton.log").start()
     client = subprocess.Popen(
-        [sys.executable, "-m", "e2v_client.cli", "--url", server.grpc_url, "--quiet", "--concurrency", "2",
-         "--retries", "2", "--output-dir", str(out), str(inputs_dir)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "e2v_client.cli",
+            "--url",
+            server.grpc_url,
+            "--quiet",
+            "--concurrency",
+            "2",
+            "--retries",
+            "2",
+            "--output-dir",
+            str(out),
+            str(inputs_dir),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 120
@@ -235,8 +263,9 @@ def test_make_run_scores_the_example_audio(tiny, tmp_path):
     repository = tmp_path / "repo"
     shutil.copytree(tiny.repository, repository)
     env = {**os.environ, "E2V_REPOSITORY": str(repository), "E2V_OUTPUT_DIR": str(tmp_path / "outputs")}
-    done = subprocess.run([sys.executable, str(root / "scripts" / "run.py")], env=env, capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(root / "scripts" / "run.py")], env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     examples = sorted(p.name for p in (root / "examples").iterdir() if p.suffix in (".ogg", ".mp3", ".m4a"))
     assert len(examples) == 3
@@ -250,16 +279,18 @@ def test_make_run_scores_the_example_audio(tiny, tmp_path):
     stamp_path = repository / contract.ENSEMBLE_MODEL / "export_stamp.json"
     stamp = json.loads(stamp_path.read_text())
     stamp_path.write_text(json.dumps({**stamp, "code": "older"}))
-    again = subprocess.run([sys.executable, str(root / "scripts" / "run.py")], env=env, capture_output=True,
-                           text=True, timeout=300)
+    again = subprocess.run(
+        [sys.executable, str(root / "scripts" / "run.py")], env=env, capture_output=True, text=True, timeout=300
+    )
     assert again.returncode == 0, again.stderr
     assert "exporting again" in again.stdout and str(tiny.model_dir) in again.stdout
     assert json.loads(stamp_path.read_text())["code"] != "older"
 
 
 def test_requests_spread_over_several_servers_and_fail_over(tiny, tiny_server, tmp_path):
-    from e2v_server.serve import TritonServer, free_port
     import tritonclient.grpc as grpcclient
+
+    from e2v_server.serve import TritonServer, free_port
 
     def executions(url):
         with grpcclient.InferenceServerClient(url) as client:
@@ -299,10 +330,11 @@ def test_one_client_rides_out_a_server_restart(tiny, tmp_path):
         try:
             before = await client.score(audio_in)
             first.kill()
-            with pytest.raises(Exception):
+            with pytest.raises(ServerError):
                 await Emotion2vecClient(f"127.0.0.1:{port}", retry=RetryPolicy(attempts=1)).connect()
             restart = asyncio.get_running_loop().run_in_executor(
-                None, lambda: TritonServer(tiny.repository, grpc_port=port, log_file=tmp_path / "b.log").start())
+                None, lambda: TritonServer(tiny.repository, grpc_port=port, log_file=tmp_path / "b.log").start()
+            )
             after = await client.score(audio_in)  # retries while the server comes back
             second = await restart
             second.stop()

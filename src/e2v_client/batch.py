@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
 
 from e2v_client import audio
-from e2v_client.client import Emotion2vecClient, RequestError, Prediction, ServerError
+from e2v_client.client import Emotion2vecClient, Prediction, RequestError, ServerError
 from e2v_client.outputs import SummaryRow, completed_sources, write_folder, write_summary
 
 
@@ -49,7 +49,8 @@ def expand_inputs(paths: list[str]) -> list[Path]:
         path = Path(given)
         candidates = (
             sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in audio.AUDIO_EXTENSIONS)
-            if path.is_dir() else [path]
+            if path.is_dir()
+            else [path]
         )
         for candidate in candidates:
             key = str(candidate.resolve())
@@ -59,18 +60,31 @@ def expand_inputs(paths: list[str]) -> list[Path]:
     return found
 
 
-async def score_clip(client: Emotion2vecClient, clip: audio.Clip, options: BatchOptions,
-                     source: str) -> tuple[Prediction, Path, SummaryRow]:
+async def score_clip(
+    client: Emotion2vecClient, clip: audio.Clip, options: BatchOptions, source: str
+) -> tuple[Prediction, Path, SummaryRow]:
     """Score one decoded clip and write its outputs folder (e2v-client and e2v-web both come here)."""
     prediction = await client.score(clip.samples, options.granularity)
     info = client.info
     folder = await asyncio.to_thread(
-        write_folder, options.output_dir, clip, prediction, options.granularity, options.embedding, source,
-        info.name, info.random_weights, info.frames_per_second,
+        write_folder,
+        options.output_dir,
+        clip,
+        prediction,
+        options.granularity,
+        options.embedding,
+        source,
+        info.name,
+        info.random_weights,
+        info.frames_per_second,
     )
     row = SummaryRow(
-        source_file=source, folder=str(folder), emotion=prediction.emotion, confidence=round(prediction.confidence, 6),
-        timestamp=datetime.now().strftime("%Y-%m-%d %H:%M:%S"), duration=round(clip.seconds, 3),
+        source_file=source,
+        folder=str(folder),
+        emotion=prediction.emotion,
+        confidence=round(prediction.confidence, 6),
+        timestamp=datetime.now().strftime("%Y-%m-%d %H:%M:%S"),
+        duration=round(clip.seconds, 3),
     )
     return prediction, folder, row
 
@@ -86,8 +100,12 @@ async def score_file(client: Emotion2vecClient, path: Path, options: BatchOption
         return SummaryRow(source_file=source, status="failed", error=f"{ServerError.__name__}: {exc}")
 
 
-async def run_batch(client: Emotion2vecClient, inputs: list[Path], options: BatchOptions,
-                    on_done: Callable[[SummaryRow], None] | None = None) -> BatchReport:
+async def run_batch(
+    client: Emotion2vecClient,
+    inputs: list[Path],
+    options: BatchOptions,
+    on_done: Callable[[SummaryRow], None] | None = None,
+) -> BatchReport:
     started = datetime.now()
     start = time.monotonic()
     done = completed_sources(options.output_dir, options.granularity, options.embedding) if options.resume else {}
@@ -103,8 +121,11 @@ async def run_batch(client: Emotion2vecClient, inputs: list[Path], options: Batc
         else:
             async with limit:
                 if server_down:
-                    row = SummaryRow(source_file=source, status="failed",
-                                     error=f"not sent: the server is unavailable ({server_down[0]}); re-run with --resume")
+                    row = SummaryRow(
+                        source_file=source,
+                        status="failed",
+                        error=f"not sent: the server is unavailable ({server_down[0]}); re-run with --resume",
+                    )
                 else:
                     row = await score_file(client, path, options)
                     if row.status == "failed" and row.error.startswith(ServerError.__name__):

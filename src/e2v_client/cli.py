@@ -1,7 +1,7 @@
 """e2v-client: score audio files with an emotion2vec Triton server and write the outputs folders.
 
-    e2v-client clip.wav more/ --url 127.0.0.1:8001 --granularity frame --embedding
-    e2v-client --files-from list.txt --resume
+e2v-client clip.wav more/ --url 127.0.0.1:8001 --granularity frame --embedding
+e2v-client --files-from list.txt --resume
 """
 
 from __future__ import annotations
@@ -23,18 +23,26 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(prog="e2v-client", description=__doc__.split("\n\n")[0])
     parser.add_argument("inputs", nargs="*", help="audio files and directories (searched recursively)")
     parser.add_argument("--files-from", metavar="LIST", help="read more inputs from LIST, one per line ('-': stdin)")
-    parser.add_argument("--url", default="127.0.0.1:8001",
-                        help="Triton gRPC address, or several separated by commas: requests are spread over "
-                        "them and move to another when one is down (default: %(default)s)")
+    parser.add_argument(
+        "--url",
+        default="127.0.0.1:8001",
+        help="Triton gRPC address, or several separated by commas: requests are spread over "
+        "them and move to another when one is down (default: %(default)s)",
+    )
     parser.add_argument("--granularity", choices=GRANULARITIES, default="utterance")
     parser.add_argument("--embedding", action="store_true", help="also write embedding.npy")
     parser.add_argument("--output-dir", default="outputs", help="root of the outputs folders (default: %(default)s)")
     parser.add_argument("--concurrency", type=int, default=8, help="requests in flight (default: %(default)s)")
-    parser.add_argument("--resume", action="store_true",
-                        help="skip inputs that already have a complete folder with the same settings")
+    parser.add_argument(
+        "--resume", action="store_true", help="skip inputs that already have a complete folder with the same settings"
+    )
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request (default: %(default)s)")
-    parser.add_argument("--retries", type=int, default=4,
-                        help="retries of a request while the server is down or overloaded (default: %(default)s)")
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=4,
+        help="retries of a request while the server is down or overloaded (default: %(default)s)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if not args.inputs and not args.files_from:
@@ -63,8 +71,10 @@ async def main_async(args) -> int:
         await client.close()
         return EXIT_ERROR
     if info.random_weights:
-        print("e2v-client: warning: the server runs a random-weight test checkpoint; its predictions are meaningless",
-              file=sys.stderr)
+        print(
+            "e2v-client: warning: the server runs a random-weight test checkpoint; its predictions are meaningless",
+            file=sys.stderr,
+        )
 
     progress = tqdm(total=len(inputs), unit="file", disable=args.quiet, dynamic_ncols=True)
     audio_seconds = 0.0
@@ -87,9 +97,11 @@ async def main_async(args) -> int:
 
     scored = sum(r.status == "scored" for r in report.rows)
     skipped = sum(r.status == "skipped" for r in report.rows)
-    print(f"e2v-client: {scored} scored, {skipped} skipped (already done), {len(report.failed)} failed; "
-          f"{report.audio_seconds:.1f} s of audio in {report.wall_seconds:.1f} s; outputs in {options.output_dir}/; "
-          f"summary {report.summary_path}")
+    print(
+        f"e2v-client: {scored} scored, {skipped} skipped (already done), {len(report.failed)} failed; "
+        f"{report.audio_seconds:.1f} s of audio in {report.wall_seconds:.1f} s; outputs in {options.output_dir}/; "
+        f"summary {report.summary_path}"
+    )
     return EXIT_SOME_FAILED if report.failed else EXIT_OK
 
 

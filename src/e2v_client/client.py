@@ -60,7 +60,7 @@ class ModelInfo:
     precision: str = "fp32"
 
     @classmethod
-    def from_config(cls, config: dict) -> "ModelInfo":
+    def from_config(cls, config: dict) -> ModelInfo:
         params = contract.string_parameters(config)
         try:
             return cls(
@@ -74,8 +74,10 @@ class ModelInfo:
                 precision=params.get(contract.PARAM_PRECISION, "fp32"),
             )
         except KeyError as exc:
-            raise ServerError(f"the server's {contract.ENSEMBLE_MODEL} model does not describe itself ({exc} missing): "
-                              "was its repository written by e2v-export?") from None
+            raise ServerError(
+                f"the server's {contract.ENSEMBLE_MODEL} model does not describe itself ({exc} missing): "
+                "was its repository written by e2v-export?"
+            ) from None
 
 
 @dataclass
@@ -126,8 +128,9 @@ class Emotion2vecClient:
     one at once. Back-off and the retry budget apply when every server has failed.
     """
 
-    def __init__(self, url: str | list[str], timeout: float = 120.0, retry: RetryPolicy | None = None,
-                 cooldown: float = 5.0):
+    def __init__(
+        self, url: str | list[str], timeout: float = 120.0, retry: RetryPolicy | None = None, cooldown: float = 5.0
+    ):
         self.urls = [u.strip() for u in url.split(",")] if isinstance(url, str) else list(url)
         if not self.urls or not all(self.urls):
             raise ValueError("give at least one server URL (HOST:PORT)")
@@ -190,8 +193,9 @@ class Emotion2vecClient:
         """Read the model's identity from the server (with retries while it starts)."""
         response = await self._call(
             f"reading the {contract.ENSEMBLE_MODEL} model config",
-            lambda server: server.get_model_config(contract.ENSEMBLE_MODEL, as_json=True,
-                                                   client_timeout=min(self.timeout, 10)),
+            lambda server: server.get_model_config(
+                contract.ENSEMBLE_MODEL, as_json=True, client_timeout=min(self.timeout, 10)
+            ),
         )
         self.info = ModelInfo.from_config(response["config"])
         return self.info
@@ -202,8 +206,9 @@ class Emotion2vecClient:
         requested = [InferRequestedOutput(name) for name in outputs]
         response = await self._call(
             "inference",
-            lambda server: server.infer(contract.ENSEMBLE_MODEL, [tensor], outputs=requested,
-                                        client_timeout=self.timeout),
+            lambda server: server.infer(
+                contract.ENSEMBLE_MODEL, [tensor], outputs=requested, client_timeout=self.timeout
+            ),
         )
         return {name: response.as_numpy(name)[0] for name in outputs}
 
@@ -217,8 +222,12 @@ class Emotion2vecClient:
         scores_name = contract.CLASSIFIER_OUTPUTS[1]
         response = await self._call(
             "classifying the combined embedding",
-            lambda server: server.infer(contract.CLASSIFIER_MODEL, [frames, lengths],
-                                        outputs=[InferRequestedOutput(scores_name)], client_timeout=self.timeout),
+            lambda server: server.infer(
+                contract.CLASSIFIER_MODEL,
+                [frames, lengths],
+                outputs=[InferRequestedOutput(scores_name)],
+                client_timeout=self.timeout,
+            ),
         )
         return response.as_numpy(scores_name)[0]
 
@@ -245,13 +254,15 @@ class Emotion2vecClient:
         if len(parts) == 1:
             scores, embedding = parts[0][contract.SCORES], parts[0][contract.EMBEDDING]
         else:
-            weights = num_frames / num_frames.sum()
-            embedding = np.sum([w * p[contract.EMBEDDING] for w, p in zip(weights, parts)], axis=0).astype(np.float32)
+            # the mean of all frames: the windows' embeddings weighted by their frame counts
+            embeddings = np.stack([p[contract.EMBEDDING] for p in parts])
+            embedding = np.average(embeddings, axis=0, weights=num_frames).astype(np.float32)
             scores = await self._classify_embedding(embedding)
         frame_scores = frame_embedding = None
         if frame:
-            frame_scores = np.concatenate([p[contract.FRAME_SCORES][:t] for p, t in zip(parts, num_frames)])
-            frame_embedding = np.concatenate([p[contract.FRAME_EMBEDDING][:t] for p, t in zip(parts, num_frames)])
+            valid = list(zip(parts, num_frames, strict=True))  # rows past NUM_FRAMES are padding
+            frame_scores = np.concatenate([p[contract.FRAME_SCORES][:t] for p, t in valid])
+            frame_embedding = np.concatenate([p[contract.FRAME_EMBEDDING][:t] for p, t in valid])
 
         keep = [i for i, label in enumerate(self.info.labels) if not contract.is_unused_label(label)]
         return Prediction(

@@ -32,15 +32,25 @@ SUMMARY_COLUMNS = ("folder", "source_file", "emotion", "confidence", "timestamp"
 _naming_lock = threading.Lock()  # folder names are chosen one at a time within a process
 
 
-def result_json(prediction: Prediction, granularity: str, scored_at: datetime, clip: Clip, source: str | None,
-                model_name: str, random_weights: bool, frames_per_second: float) -> dict:
+def result_json(
+    prediction: Prediction,
+    granularity: str,
+    scored_at: datetime,
+    clip: Clip,
+    source: str | None,
+    model_name: str,
+    random_weights: bool,
+    frames_per_second: float,
+) -> dict:
     def as_dict(values):
-        return {label: round(float(v), 6) for label, v in zip(prediction.labels, values)}
+        return {label: round(float(v), 6) for label, v in zip(prediction.labels, values, strict=True)}
 
     result = {
         "emotion": prediction.emotion,
         "confidence": round(prediction.confidence, 6),
-        "scores": as_dict(prediction.scores) if granularity == "utterance" else [as_dict(f) for f in prediction.frame_scores],
+        "scores": as_dict(prediction.scores)
+        if granularity == "utterance"
+        else [as_dict(f) for f in prediction.frame_scores],
         "granularity": granularity,
         "timestamp": scored_at.strftime("%Y-%m-%d %H:%M:%S"),
         # extras (allowed by the spec)
@@ -58,9 +68,17 @@ def result_json(prediction: Prediction, granularity: str, scored_at: datetime, c
     return result
 
 
-def write_folder(root: str | Path, clip: Clip, prediction: Prediction, granularity: str, embedding: bool,
-                 source: str | None, model_name: str, random_weights: bool = False,
-                 frames_per_second: float = 50.0) -> Path:
+def write_folder(
+    root: str | Path,
+    clip: Clip,
+    prediction: Prediction,
+    granularity: str,
+    embedding: bool,
+    source: str | None,
+    model_name: str,
+    random_weights: bool = False,
+    frames_per_second: float = 50.0,
+) -> Path:
     """Write one complete outputs folder and return its path."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -71,8 +89,9 @@ def write_folder(root: str | Path, clip: Clip, prediction: Prediction, granulari
         if embedding:
             array = prediction.embedding if granularity == "utterance" else prediction.frame_embedding
             np.save(staging / EMBEDDING_FILE, np.asarray(array, dtype=np.float32))
-        result = result_json(prediction, granularity, scored_at, clip, source, model_name, random_weights,
-                             frames_per_second)
+        result = result_json(
+            prediction, granularity, scored_at, clip, source, model_name, random_weights, frames_per_second
+        )
         (staging / RESULT_FILE).write_text(json.dumps(result, ensure_ascii=False, indent=2), "utf-8")
         return _publish(staging, root, scored_at)
     except BaseException:
@@ -108,7 +127,8 @@ def completed_sources(root: str | Path, granularity: str, embedding: bool) -> di
             continue
         complete = (
             result.get("granularity") == granularity
-            and (folder / AUDIO_FILE).is_file() and (folder / AUDIO_FILE).stat().st_size > 44
+            and (folder / AUDIO_FILE).is_file()
+            and (folder / AUDIO_FILE).stat().st_size > 44
             and (not embedding or (folder / EMBEDDING_FILE).is_file())
         )
         if complete and result.get("source_file"):
@@ -136,7 +156,7 @@ def write_summary(root: str | Path, rows: list[SummaryRow], started: datetime) -
     while True:
         path = root / (f"{base}.csv" if n == 1 else f"{base}_{n}.csv")
         try:
-            f = open(path, "x", newline="", encoding="utf-8")  # exclusive: fails if the name is taken
+            f = open(path, "x", newline="", encoding="utf-8")  # noqa: SIM115  (exclusive: fails if the name is taken)
             break
         except FileExistsError:
             n += 1

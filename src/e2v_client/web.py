@@ -41,19 +41,44 @@ from pathlib import Path
 import numpy as np
 
 from e2v_client import audio
-from e2v_client.client import GRANULARITIES, Emotion2vecClient, ModelInfo, RequestError, RetryPolicy, Prediction, ServerError
 from e2v_client.batch import BatchOptions, score_clip
+from e2v_client.client import (
+    GRANULARITIES,
+    Emotion2vecClient,
+    ModelInfo,
+    Prediction,
+    RequestError,
+    RetryPolicy,
+    ServerError,
+)
 from e2v_client.outputs import FOLDER_PREFIX, SUMMARY_COLUMNS, SummaryRow, write_summary
 
 TITLE = "emotion2vec+ speech emotion recognition"
 MB = 1024 * 1024
 # Colours per label, the same in the bar chart, the frame plot and its dominant-label band.
 LABEL_COLOURS = {
-    "angry": "#d62728", "disgusted": "#bcbd22", "fearful": "#9467bd", "happy": "#ff7f0e", "neutral": "#7f7f7f",
-    "other": "#8c564b", "sad": "#1f77b4", "surprised": "#17becf", "unknown": "#e377c2",
+    "angry": "#d62728",
+    "disgusted": "#bcbd22",
+    "fearful": "#9467bd",
+    "happy": "#ff7f0e",
+    "neutral": "#7f7f7f",
+    "other": "#8c564b",
+    "sad": "#1f77b4",
+    "surprised": "#17becf",
+    "unknown": "#e377c2",
 }
-FALLBACK_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-                    "#bcbd22", "#17becf"]
+FALLBACK_COLOURS = [
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+]
 MICROPHONE = "microphone recording"
 KEEP_RUNS = 20  # plot and zip folders of the most recent runs kept in the work folder
 
@@ -82,8 +107,14 @@ def plot_scores(labels: list[str], scores: np.ndarray, title: str):
     right = min(1.0, max(0.25, scores.max() * 1.3))
     ax.set_xlim(0, right)
     for i, value in enumerate(scores):
-        ax.text(value + right * 0.01, i, f"{value * 100:.1f} %", va="center", fontsize=10,
-                fontweight="bold" if i == top else "normal")
+        ax.text(
+            value + right * 0.01,
+            i,
+            f"{value * 100:.1f} %",
+            va="center",
+            fontsize=10,
+            fontweight="bold" if i == top else "normal",
+        )
     ax.set_xlabel("score", fontsize=11)
     ax.tick_params(axis="x", labelsize=10)
     ax.grid(axis="x", alpha=0.3)
@@ -116,14 +147,28 @@ def plot_frames(labels: list[str], frame_scores: np.ndarray, frames_per_second: 
     ax.grid(alpha=0.3)
     ax.set_title(title, fontsize=12, loc="left")
     dominant = frame_scores.argmax(axis=1)
-    band.imshow(dominant[None, :], aspect="auto", interpolation="nearest", cmap=ListedColormap(colours),
-                vmin=-0.5, vmax=len(labels) - 0.5, extent=(0, end, 0, 1))
+    band.imshow(
+        dominant[None, :],
+        aspect="auto",
+        interpolation="nearest",
+        cmap=ListedColormap(colours),
+        vmin=-0.5,
+        vmax=len(labels) - 0.5,
+        extent=(0, end, 0, 1),
+    )
     band.set_yticks([0.5], ["top label"], fontsize=10)
     band.tick_params(axis="x", labelsize=10)
     band.set_xlabel(f"time (s)  ·  {count} frames at {frames_per_second:g} frames/s", fontsize=11)
     handles = [Patch(color=colours[i], label=label) for i, label in enumerate(labels)]
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=11,
-              title="label", title_fontsize=11)
+    ax.legend(
+        handles=handles,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        frameon=False,
+        fontsize=11,
+        title="label",
+        title_fontsize=11,
+    )
     return fig
 
 
@@ -144,8 +189,13 @@ def is_inside(path: str | Path, root: str | Path) -> bool:
 def zip_folder(folder: Path, output_root: Path, zip_dir: Path) -> Path:
     """A zip of one outputs folder (its files under the folder's name); refuses anything outside the output root."""
     folder = Path(folder)
-    if folder.is_symlink() or not folder.is_dir() or not folder.name.startswith(FOLDER_PREFIX) \
-            or not is_inside(folder, output_root) or folder.resolve() == Path(output_root).resolve():
+    if (
+        folder.is_symlink()
+        or not folder.is_dir()
+        or not folder.name.startswith(FOLDER_PREFIX)
+        or not is_inside(folder, output_root)
+        or folder.resolve() == Path(output_root).resolve()
+    ):
         raise ValueError(f"{folder} is not an outputs folder inside {output_root}")
     target = zip_dir / f"{folder.name}.zip"
     with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
@@ -215,8 +265,17 @@ class RunResult:
 class WebApp:
     """What the page does, independent of Gradio: read the model info, score inputs, write and zip folders."""
 
-    def __init__(self, url: str, output_dir: str | Path, upload_root: str | Path, work_dir: str | Path,
-                 max_upload_mb: float = 50.0, timeout: float = 120.0, retries: int = 2, concurrency: int = 4):
+    def __init__(
+        self,
+        url: str,
+        output_dir: str | Path,
+        upload_root: str | Path,
+        work_dir: str | Path,
+        max_upload_mb: float = 50.0,
+        timeout: float = 120.0,
+        retries: int = 2,
+        concurrency: int = 4,
+    ):
         self.output_dir = Path(output_dir).resolve()
         self.upload_root = Path(upload_root)
         self.work_dir = Path(work_dir)
@@ -238,19 +297,25 @@ class WebApp:
 
     def header_html(self) -> str:
         if self.info is None:
-            return (f'<div class="e2v-box e2v-error" id="e2v-server-error"><b>The emotion2vec server cannot be used</b> '
-                    f'at <code>{html.escape(self.scorer.url)}</code>: {html.escape(self.server_error or "not connected")}.'
-                    '<br>Start it (<code>make web</code> starts both, or <code>e2v-serve</code>) and press the '
-                    'button again.</div>')
+            return (
+                f'<div class="e2v-box e2v-error" id="e2v-server-error"><b>The emotion2vec server cannot be used</b> '
+                f"at <code>{html.escape(self.scorer.url)}</code>: {html.escape(self.server_error or 'not connected')}."
+                "<br>Start it (<code>make web</code> starts both, or <code>e2v-serve</code>) and press the "
+                "button again.</div>"
+            )
         info = self.info
-        text = (f'<div class="e2v-box e2v-info" id="e2v-model">Model <b>{html.escape(info.name)}</b> at '
-                f'<code>{html.escape(self.scorer.url)}</code> · {len(info.labels)} labels: '
-                f'{html.escape(", ".join(info.labels))} · {info.frames_per_second:g} frames/s · clips longer than '
-                f'{info.max_seconds:g} s are scored in windows of at most {info.max_seconds:g} s · uploads up to '
-                f'{self.max_upload_mb:g} MB · outputs in <code>{html.escape(str(self.output_dir))}</code></div>')
+        text = (
+            f'<div class="e2v-box e2v-info" id="e2v-model">Model <b>{html.escape(info.name)}</b> at '
+            f"<code>{html.escape(self.scorer.url)}</code> · {len(info.labels)} labels: "
+            f"{html.escape(', '.join(info.labels))} · {info.frames_per_second:g} frames/s · clips longer than "
+            f"{info.max_seconds:g} s are scored in windows of at most {info.max_seconds:g} s · uploads up to "
+            f"{self.max_upload_mb:g} MB · outputs in <code>{html.escape(str(self.output_dir))}</code></div>"
+        )
         if info.random_weights:
-            text += ('<div class="e2v-box e2v-warning" id="e2v-random-weights"><b>Warning:</b> the server runs a '
-                     'random-weight test checkpoint: its predictions are meaningless.</div>')
+            text += (
+                '<div class="e2v-box e2v-warning" id="e2v-random-weights"><b>Warning:</b> the server runs a '
+                "random-weight test checkpoint: its predictions are meaningless.</div>"
+            )
         return text
 
     # inputs
@@ -262,16 +327,23 @@ class WebApp:
             if not is_inside(path, self.upload_root) or not path.is_file():
                 refused.append(self.failed(name, "not an uploaded file: the page reads only its own uploads"))
             elif path.stat().st_size > self.max_upload_bytes:
-                refused.append(self.failed(name, f"the file is {path.stat().st_size / MB:.1f} MB; the limit is "
-                                                 f"{self.max_upload_mb:g} MB"))
+                refused.append(
+                    self.failed(
+                        name, f"the file is {path.stat().st_size / MB:.1f} MB; the limit is {self.max_upload_mb:g} MB"
+                    )
+                )
             else:
                 inputs.append(Input(name, path=path))
         if recording is not None:
             rate, samples = recording
             samples = np.asarray(samples)
             if samples.nbytes > self.max_upload_bytes:
-                refused.append(self.failed(MICROPHONE, f"the recording is {samples.nbytes / MB:.1f} MB; the limit is "
-                                                       f"{self.max_upload_mb:g} MB"))
+                refused.append(
+                    self.failed(
+                        MICROPHONE,
+                        f"the recording is {samples.nbytes / MB:.1f} MB; the limit is {self.max_upload_mb:g} MB",
+                    )
+                )
             else:
                 inputs.append(Input(MICROPHONE, recording=(int(rate), samples)))
         return inputs, refused
@@ -293,12 +365,18 @@ class WebApp:
         return audio.from_samples(samples, rate)
 
     # scoring: decode, score and write one folder per input, as batch.score_file does for e2v-client
-    async def _score_one(self, item: Input, granularity: str, embedding: bool, limit: asyncio.Semaphore,
-                         server_down: list[str]):
+    async def _score_one(
+        self, item: Input, granularity: str, embedding: bool, limit: asyncio.Semaphore, server_down: list[str]
+    ):
         client = self.scorer.client
         async with limit:
             if server_down:
-                return item, None, None, self.failed(item.name, f"not sent: the server is unavailable ({server_down[0]})")
+                return (
+                    item,
+                    None,
+                    None,
+                    self.failed(item.name, f"not sent: the server is unavailable ({server_down[0]})"),
+                )
             try:
                 clip = await asyncio.to_thread(self.decode, item)
                 options = BatchOptions(self.output_dir, granularity, embedding)
@@ -309,14 +387,21 @@ class WebApp:
                 server_down.append(str(exc))
                 return item, None, None, self.failed(item.name, f"{ServerError.__name__}: {exc}")
             except OSError as exc:  # decoding errors are AudioError: this is the outputs folder
-                return item, None, None, self.failed(item.name, f"cannot write the outputs folder in "
-                                                                f"{self.output_dir}: {exc.strerror or exc}")
+                return (
+                    item,
+                    None,
+                    None,
+                    self.failed(
+                        item.name, f"cannot write the outputs folder in {self.output_dir}: {exc.strerror or exc}"
+                    ),
+                )
         return item, scores, folder, ClipResult(row, item.name, granularity, scores.windows)
 
     async def _score_all(self, inputs, granularity, embedding):
         limit, server_down = asyncio.Semaphore(self.concurrency), []
-        return await asyncio.gather(*(self._score_one(i, granularity, embedding, limit, server_down) for i in inputs),
-                                    return_exceptions=True)
+        return await asyncio.gather(
+            *(self._score_one(i, granularity, embedding, limit, server_down) for i in inputs), return_exceptions=True
+        )
 
     def run(self, files, recording, granularity: str, embedding: bool, progress=None) -> RunResult:
         """Score what was uploaded or recorded. Never raises for bad input or a server that is down."""
@@ -324,12 +409,21 @@ class WebApp:
             return RunResult(self.notice(f"Granularity must be one of {', '.join(GRANULARITIES)}."))
         inputs, refused = self.collect_inputs(files, recording)
         if not inputs and not refused:
-            return RunResult(self.notice(f"No audio to score: upload audio files (up to {self.max_upload_mb:g} MB each) "
-                                         "or record from the microphone, then press the button."))
+            return RunResult(
+                self.notice(
+                    f"No audio to score: upload audio files (up to {self.max_upload_mb:g} MB each) "
+                    "or record from the microphone, then press the button."
+                )
+            )
         if inputs and self.refresh_info() is None:
-            return RunResult(self.notice(f"Cannot reach the emotion2vec server at {self.scorer.url}: "
-                                         f"{self.server_error}. Start it (make web, or e2v-serve) and press the "
-                                         "button again.", "e2v-server-down"))
+            return RunResult(
+                self.notice(
+                    f"Cannot reach the emotion2vec server at {self.scorer.url}: "
+                    f"{self.server_error}. Start it (make web, or e2v-serve) and press the "
+                    "button again.",
+                    "e2v-server-down",
+                )
+            )
         if progress:
             progress(0.05, desc=f"scoring {len(inputs)} clip(s)")
         started = datetime.now()
@@ -349,8 +443,9 @@ class WebApp:
                     self.illustrate(result, scores, folder, run_dir, index)
                 except Exception as exc:  # the folder is written and scored: say what is missing on the page
                     traceback.print_exc()
-                    notes.append(f"{item.name}: scored, but the plots or the zip could not be made "
-                                 f"({type(exc).__name__}: {exc})")
+                    notes.append(
+                        f"{item.name}: scored, but the plots or the zip could not be made ({type(exc).__name__}: {exc})"
+                    )
             results.append(result)
         summary = self.write_summary([r.row for r in results], started)
         errors = [f"{r.name}: {r.row.error}" for r in results if not r.ok] + notes
@@ -360,12 +455,18 @@ class WebApp:
         stem = f"{index:03d}"
         fps = self.info.frames_per_second if self.info else 50.0
         kind = "utterance scores" if result.granularity == "utterance" else "utterance scores (whole clip)"
-        result.bar_png = str(save_png(plot_scores(scores.labels, scores.scores, f"{result.name}: {kind}"),
-                                      run_dir / f"{stem}_scores.png"))
+        result.bar_png = str(
+            save_png(
+                plot_scores(scores.labels, scores.scores, f"{result.name}: {kind}"), run_dir / f"{stem}_scores.png"
+            )
+        )
         if scores.frame_scores is not None and len(scores.frame_scores):
-            result.frame_png = str(save_png(
-                plot_frames(scores.labels, scores.frame_scores, fps, f"{result.name}: scores per frame"),
-                run_dir / f"{stem}_frames.png"))
+            result.frame_png = str(
+                save_png(
+                    plot_frames(scores.labels, scores.frame_scores, fps, f"{result.name}: scores per frame"),
+                    run_dir / f"{stem}_frames.png",
+                )
+            )
         zip_dir = run_dir / stem
         zip_dir.mkdir()
         result.zip_path = str(zip_folder(folder, self.output_dir, zip_dir))
@@ -386,14 +487,18 @@ class WebApp:
     def message(self, errors: list[str], scored: int = 0) -> str:
         parts = []
         if scored:
-            parts.append(f'<div class="e2v-box e2v-ok" id="e2v-done">{scored} clip(s) scored; outputs in '
-                         f'<code>{html.escape(str(self.output_dir))}</code>.</div>')
+            parts.append(
+                f'<div class="e2v-box e2v-ok" id="e2v-done">{scored} clip(s) scored; outputs in '
+                f"<code>{html.escape(str(self.output_dir))}</code>.</div>"
+            )
         if errors:
             items = "".join(f"<li>{html.escape(e)}</li>" for e in errors)
             parts.append(f'<div class="e2v-box e2v-error" id="e2v-errors"><b>Not scored:</b><ul>{items}</ul></div>')
         if self.info is not None and self.info.random_weights and scored:
-            parts.append('<div class="e2v-box e2v-warning">Random-weight test checkpoint: these predictions are '
-                         'meaningless.</div>')
+            parts.append(
+                '<div class="e2v-box e2v-warning">Random-weight test checkpoint: these predictions are '
+                "meaningless.</div>"
+            )
         return "".join(parts)
 
     @staticmethod
@@ -408,17 +513,21 @@ def clip_card(result: ClipResult) -> str:
     """The headline of one clip: emotion and confidence, or why it was not scored."""
     name = html.escape(result.name)
     if not result.ok:
-        return (f'<div class="e2v-card e2v-failed"><div class="e2v-name">{name}</div>'
-                f'<div class="e2v-error-text">Not scored: {html.escape(result.row.error)}</div></div>')
+        return (
+            f'<div class="e2v-card e2v-failed"><div class="e2v-name">{name}</div>'
+            f'<div class="e2v-error-text">Not scored: {html.escape(result.row.error)}</div></div>'
+        )
     row = result.row
     windows = f" · scored in {result.windows} windows" if result.windows > 1 else ""
-    return (f'<div class="e2v-card e2v-scored"><div class="e2v-name">{name} · {row.duration:.2f} s · '
-            f'{html.escape(result.granularity)} granularity{windows}</div>'
-            f'<div class="e2v-headline"><span class="e2v-emotion">{html.escape(row.emotion)}</span> '
-            f'<span class="e2v-confidence">confidence <b class="e2v-confidence-value">{row.confidence:.6f}</b> '
-            f'({row.confidence * 100:.1f} %)</span></div>'
-            f'<div class="e2v-folder">Outputs folder: <code class="e2v-folder-path">{html.escape(row.folder)}</code>'
-            f'</div></div>')
+    return (
+        f'<div class="e2v-card e2v-scored"><div class="e2v-name">{name} · {row.duration:.2f} s · '
+        f"{html.escape(result.granularity)} granularity{windows}</div>"
+        f'<div class="e2v-headline"><span class="e2v-emotion">{html.escape(row.emotion)}</span> '
+        f'<span class="e2v-confidence">confidence <b class="e2v-confidence-value">{row.confidence:.6f}</b> '
+        f"({row.confidence * 100:.1f} %)</span></div>"
+        f'<div class="e2v-folder">Outputs folder: <code class="e2v-folder-path">{html.escape(row.folder)}</code>'
+        f"</div></div>"
+    )
 
 
 def summary_table(results: list[ClipResult]) -> list[list]:
@@ -463,28 +572,46 @@ def build_page(app: WebApp):
             run = app.run(files, recording, granularity, embedding, progress)
         except Exception as exc:  # a bug: say so on the page (the traceback goes to the terminal), keep working
             traceback.print_exc()
-            run = RunResult(app.notice(f"Internal error: {type(exc).__name__}: {exc}. The details are in the "
-                                       "terminal that runs e2v-web."))
-        results = [dict(name=r.name, ok=r.ok, card=clip_card(r), bar=r.bar_png, frames=r.frame_png, zip=r.zip_path)
-                   for r in run.results]
+            run = RunResult(
+                app.notice(
+                    f"Internal error: {type(exc).__name__}: {exc}. The details are in the terminal that runs e2v-web."
+                )
+            )
+        results = [
+            dict(name=r.name, ok=r.ok, card=clip_card(r), bar=r.bar_png, frames=r.frame_png, zip=r.zip_path)
+            for r in run.results
+        ]
         table = summary_table(run.results) if run.results else []
-        return (app.header_html(), run.message, results, gr.update(value=table, visible=bool(table)),
-                gr.update(value=str(run.summary_path) if run.summary_path else None, visible=run.summary_path is not None))
+        return (
+            app.header_html(),
+            run.message,
+            results,
+            gr.update(value=table, visible=bool(table)),
+            gr.update(value=str(run.summary_path) if run.summary_path else None, visible=run.summary_path is not None),
+        )
 
     with gr.Blocks(title=TITLE, delete_cache=(3600, 24 * 3600)) as page:
         gr.Markdown(f"# {TITLE}")
         header = gr.HTML(app.header_html(), elem_id="e2v-header")
         with gr.Row():
             with gr.Column(scale=1, min_width=300):
-                files = gr.File(label="Audio files", file_count="multiple", type="filepath", elem_id="e2v-files",
-                                height=160)
-                gr.Markdown(f"wav, flac, ogg, mp3, m4a, aac, opus, webm, ... up to {app.max_upload_mb:g} MB each",
-                            elem_id="e2v-files-hint")
-                recording = gr.Audio(sources=["microphone"], type="numpy", label="Or record from the microphone",
-                                     elem_id="e2v-mic")
-                granularity = gr.Radio(list(GRANULARITIES), value="utterance", label="Granularity",
-                                       info="utterance: one answer per clip; frame: also scores per frame over time",
-                                       elem_id="e2v-granularity")
+                files = gr.File(
+                    label="Audio files", file_count="multiple", type="filepath", elem_id="e2v-files", height=160
+                )
+                gr.Markdown(
+                    f"wav, flac, ogg, mp3, m4a, aac, opus, webm, ... up to {app.max_upload_mb:g} MB each",
+                    elem_id="e2v-files-hint",
+                )
+                recording = gr.Audio(
+                    sources=["microphone"], type="numpy", label="Or record from the microphone", elem_id="e2v-mic"
+                )
+                granularity = gr.Radio(
+                    list(GRANULARITIES),
+                    value="utterance",
+                    label="Granularity",
+                    info="utterance: one answer per clip; frame: also scores per frame over time",
+                    elem_id="e2v-granularity",
+                )
                 embedding = gr.Checkbox(label="Extract embedding (embedding.npy)", value=False, elem_id="e2v-embedding")
                 button = gr.Button("Recognise emotion", variant="primary", elem_id="e2v-run")
             with gr.Column(scale=3):
@@ -501,21 +628,50 @@ def build_page(app: WebApp):
                             with gr.Row(equal_height=False):
                                 with gr.Column(scale=2, min_width=260):
                                     gr.HTML(item["card"], elem_classes=["e2v-result-card"])
-                                    gr.File(item["zip"], label="Download the outputs folder (zip)",
-                                            interactive=False, elem_classes=["e2v-zip"])
-                                gr.Image(item["bar"], type="filepath", show_label=False, scale=3, format="png",
-                                         interactive=False, buttons=["download", "fullscreen"], elem_classes=["e2v-bar"])
+                                    gr.File(
+                                        item["zip"],
+                                        label="Download the outputs folder (zip)",
+                                        interactive=False,
+                                        elem_classes=["e2v-zip"],
+                                    )
+                                gr.Image(
+                                    item["bar"],
+                                    type="filepath",
+                                    show_label=False,
+                                    scale=3,
+                                    format="png",
+                                    interactive=False,
+                                    buttons=["download", "fullscreen"],
+                                    elem_classes=["e2v-bar"],
+                                )
                             if item["frames"]:
-                                gr.Image(item["frames"], type="filepath", show_label=False, format="png", interactive=False,
-                                         buttons=["download", "fullscreen"], elem_classes=["e2v-frames"])
+                                gr.Image(
+                                    item["frames"],
+                                    type="filepath",
+                                    show_label=False,
+                                    format="png",
+                                    interactive=False,
+                                    buttons=["download", "fullscreen"],
+                                    elem_classes=["e2v-frames"],
+                                )
 
-                table = gr.Dataframe(headers=list(SUMMARY_COLUMNS), label="Summary", visible=False, wrap=False,
-                                     interactive=False, elem_id="e2v-summary")
+                table = gr.Dataframe(
+                    headers=list(SUMMARY_COLUMNS),
+                    label="Summary",
+                    visible=False,
+                    wrap=False,
+                    interactive=False,
+                    elem_id="e2v-summary",
+                )
                 summary_file = gr.File(label="Summary CSV", visible=False, interactive=False, elem_id="e2v-summary-csv")
 
         page.load(on_load, outputs=header)
-        button.click(on_run, inputs=[files, recording, granularity, embedding],
-                     outputs=[header, message, results, table, summary_file], concurrency_limit=1)
+        button.click(
+            on_run,
+            inputs=[files, recording, granularity, embedding],
+            outputs=[header, message, results, table, summary_file],
+            concurrency_limit=1,
+        )
     return page
 
 
@@ -523,8 +679,9 @@ def theme():
     import gradio as gr
 
     # System fonts: the default theme's web fonts need the internet.
-    return gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
-                             font_mono=["ui-monospace", "Consolas", "monospace"])
+    return gr.themes.Default(
+        font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "Consolas", "monospace"]
+    )
 
 
 def parse_args(argv):
@@ -535,8 +692,12 @@ def parse_args(argv):
     parser.add_argument("--output-dir", default="outputs", help="root of the outputs folders (default: %(default)s)")
     parser.add_argument("--max-upload-mb", type=float, default=50.0, help="largest upload in MB (default: %(default)s)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request (default: %(default)s)")
-    parser.add_argument("--retries", type=int, default=2,
-                        help="retries of a request while the server is down or overloaded (default: %(default)s)")
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=2,
+        help="retries of a request while the server is down or overloaded (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     if args.max_upload_mb <= 0:
         parser.error("--max-upload-mb must be positive")
@@ -566,18 +727,27 @@ def main(argv: list[str] | None = None) -> int:
 
     work_dir = Path(tempfile.mkdtemp(prefix="e2v-web-"))
     atexit.register(shutil.rmtree, work_dir, ignore_errors=True)
-    app = WebApp(args.url, args.output_dir, get_upload_folder(), work_dir, args.max_upload_mb, args.timeout,
-                 args.retries)
+    app = WebApp(
+        args.url, args.output_dir, get_upload_folder(), work_dir, args.max_upload_mb, args.timeout, args.retries
+    )
     app.refresh_info()
     if app.info is None:
-        print(f"e2v-web: warning: cannot use the server at {args.url} yet ({app.server_error}); the page says so "
-              "and tries again on each request", file=sys.stderr)
+        print(
+            f"e2v-web: warning: cannot use the server at {args.url} yet ({app.server_error}); the page says so "
+            "and tries again on each request",
+            file=sys.stderr,
+        )
     elif app.info.random_weights:
-        print("e2v-web: warning: the server runs a random-weight test checkpoint; its predictions are meaningless",
-              file=sys.stderr)
+        print(
+            "e2v-web: warning: the server runs a random-weight test checkpoint; its predictions are meaningless",
+            file=sys.stderr,
+        )
     if not _is_loopback(args.host):
-        print(f"e2v-web: warning: binding {args.host}: the page has no login, anyone who can reach it can upload "
-              "audio and download outputs", file=sys.stderr)
+        print(
+            f"e2v-web: warning: binding {args.host}: the page has no login, anyone who can reach it can upload "
+            "audio and download outputs",
+            file=sys.stderr,
+        )
     page = build_page(app)
     save_png(plot_scores(["warm-up"], np.ones(1), "warm-up"), io.BytesIO())  # matplotlib's start-up, not on first use
 
@@ -588,16 +758,27 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, on_sigterm)
     try:
         page.queue(default_concurrency_limit=1).launch(
-            server_name=args.host, server_port=args.port, max_file_size=int(args.max_upload_mb * MB),
-            allowed_paths=[], show_error=False, ssr_mode=False, inbrowser=False, share=False, quiet=True,
-            theme=theme(), css=CSS, prevent_thread_lock=True,
+            server_name=args.host,
+            server_port=args.port,
+            max_file_size=int(args.max_upload_mb * MB),
+            allowed_paths=[],
+            show_error=False,
+            ssr_mode=False,
+            inbrowser=False,
+            share=False,
+            quiet=True,
+            theme=theme(),
+            css=CSS,
+            prevent_thread_lock=True,
         )
     except OSError as exc:
         print(f"e2v-web: error: cannot serve on {args.host}:{args.port}: {exc}", file=sys.stderr)
         app.close()
         return 2
-    print(f"e2v-web: http://{args.host}:{args.port}/ (server {args.url}, outputs in {app.output_dir}); Ctrl-C stops",
-          flush=True)
+    print(
+        f"e2v-web: http://{args.host}:{args.port}/ (server {args.url}, outputs in {app.output_dir}); Ctrl-C stops",
+        flush=True,
+    )
     try:
         page.block_thread()  # until Ctrl-C or SIGTERM
     finally:

@@ -139,7 +139,7 @@ def _scope_prefixes(config: dict) -> list[str]:
     scope_map = list(config.get("scope_map") or [])
     scope_map += ["module.", "None"]
     prefixes = []
-    for src, dst in zip(scope_map[0::2], scope_map[1::2]):
+    for src, dst in zip(scope_map[0::2], scope_map[1::2], strict=False):
         if str(dst).lower() not in ("none", ""):
             raise CheckpointError(f"scope_map destination prefixes are not supported: {dst!r}")
         prefixes.append("" if str(src).lower() == "none" else str(src))
@@ -164,7 +164,9 @@ def _map_state_dict(destination: dict, source: dict, config: dict, model_dir: Pa
     unexpected = sorted(set(source) - used)
     problems = []
     if missing:
-        problems.append(f"missing keys ({len(missing)}): {', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}")
+        problems.append(
+            f"missing keys ({len(missing)}): {', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}"
+        )
     if wrong_shape:
         problems.append(f"shape mismatches ({len(wrong_shape)}): {'; '.join(wrong_shape[:10])}")
     if unexpected:

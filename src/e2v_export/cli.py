@@ -1,8 +1,8 @@
 """e2v-export: emotion2vec+ checkpoint -> ONNX models in a Triton model repository.
 
-    e2v-export --model iic/emotion2vec_plus_large --out model_repository
-    e2v-export --model /path/to/emotion2vec_plus_large --out model_repository
-    e2v-export make-test-checkpoint --size tiny|base|large --seed 0 --out DIR
+e2v-export --model iic/emotion2vec_plus_large --out model_repository
+e2v-export --model /path/to/emotion2vec_plus_large --out model_repository
+e2v-export make-test-checkpoint --size tiny|base|large --seed 0 --out DIR
 """
 
 from __future__ import annotations
@@ -29,36 +29,71 @@ def _export_parser() -> argparse.ArgumentParser:
         help="model directory with config.yaml, model.pt, tokens.txt, or a hub id "
         f"(default: {DEFAULT_MODEL}; needs access to the hub)",
     )
-    parser.add_argument("--hub", choices=["ms", "hf"], default="ms", help="hub for a hub id: ModelScope or Hugging Face")
+    parser.add_argument(
+        "--hub", choices=["ms", "hf"], default="ms", help="hub for a hub id: ModelScope or Hugging Face"
+    )
     parser.add_argument("--out", default="model_repository", help="model repository to write (default: %(default)s)")
     serving = parser.add_argument_group("serving options (written into the repository's config.pbtxt files)")
     defaults = RepositoryOptions()
-    serving.add_argument("--flavour", choices=FLAVOURS, default=defaults.flavour,
-                         help="portable: Python-backend models running ONNX Runtime (any Triton, including the "
-                         "pip-installed one); native: Triton's onnxruntime backend with TensorRT fp16 (NVIDIA's container)")
-    serving.add_argument("--instance-kind", choices=["cpu", "gpu"], help="encoder/classifier instances "
-                         "(default: cpu for portable, gpu for native)")
+    serving.add_argument(
+        "--flavour",
+        choices=FLAVOURS,
+        default=defaults.flavour,
+        help="portable: Python-backend models running ONNX Runtime (any Triton, including the "
+        "pip-installed one); native: Triton's onnxruntime backend with TensorRT fp16 (NVIDIA's container)",
+    )
+    serving.add_argument(
+        "--instance-kind",
+        choices=["cpu", "gpu"],
+        help="encoder/classifier instances (default: cpu for portable, gpu for native)",
+    )
     serving.add_argument("--max-batch-size", type=int, default=defaults.max_batch_size)
-    serving.add_argument("--queue-delay-us", type=int, default=defaults.queue_delay_us,
-                         help="dynamic batcher: longest wait to fill a batch, in microseconds")
+    serving.add_argument(
+        "--queue-delay-us",
+        type=int,
+        default=defaults.queue_delay_us,
+        help="dynamic batcher: longest wait to fill a batch, in microseconds",
+    )
     serving.add_argument("--preprocess-instances", type=int, default=defaults.preprocess_instances)
     serving.add_argument("--encoder-instances", type=int, default=defaults.encoder_instances)
-    serving.add_argument("--threads", type=int, default=defaults.threads,
-                         help="ONNX Runtime intra-op threads per encoder instance (0: one per core)")
-    serving.add_argument("--max-seconds", type=float, default=defaults.max_seconds,
-                         help="longest audio a request may carry; longer requests are refused")
-    serving.add_argument("--pad-multiple", type=int, default=defaults.pad_multiple,
-                         help="preprocess pads each batch to a multiple of this many samples")
-    serving.add_argument("--max-padding-ratio", type=float, default=defaults.max_padding_ratio,
-                         help="portable encoder: run rows in groups whose longest is at most this times the "
-                         "shortest (padding is wasted compute on a CPU)")
-    serving.add_argument("--int8", action="store_true",
-                         help="int8 dynamic quantization of the encoder's weight matrices (faster on CPU; "
-                         "its accuracy cost is measured by scripts/bench.py)")
-    serving.add_argument("--tensorrt", action="store_true",
-                         help="native flavour: build fp16 TensorRT engines (model.plan) of the encoder and classifier "
-                         "on this machine's GPU and serve them as tensorrt_plan models; needs the tensorrt package of "
-                         "the serving Triton (10.5 for 24.10) and the serving GPU type (untested on hardware)")
+    serving.add_argument(
+        "--threads",
+        type=int,
+        default=defaults.threads,
+        help="ONNX Runtime intra-op threads per encoder instance (0: one per core)",
+    )
+    serving.add_argument(
+        "--max-seconds",
+        type=float,
+        default=defaults.max_seconds,
+        help="longest audio a request may carry; longer requests are refused",
+    )
+    serving.add_argument(
+        "--pad-multiple",
+        type=int,
+        default=defaults.pad_multiple,
+        help="preprocess pads each batch to a multiple of this many samples",
+    )
+    serving.add_argument(
+        "--max-padding-ratio",
+        type=float,
+        default=defaults.max_padding_ratio,
+        help="portable encoder: run rows in groups whose longest is at most this times the "
+        "shortest (padding is wasted compute on a CPU)",
+    )
+    serving.add_argument(
+        "--int8",
+        action="store_true",
+        help="int8 dynamic quantization of the encoder's weight matrices (faster on CPU; "
+        "its accuracy cost is measured by scripts/bench.py)",
+    )
+    serving.add_argument(
+        "--tensorrt",
+        action="store_true",
+        help="native flavour: build fp16 TensorRT engines (model.plan) of the encoder and classifier "
+        "on this machine's GPU and serve them as tensorrt_plan models; needs the tensorrt package of "
+        "the serving Triton (10.5 for 24.10) and the serving GPU type (untested on hardware)",
+    )
     serving.add_argument("--model-name", default="", help="name reported to clients (default: the model folder's name)")
     return parser
 

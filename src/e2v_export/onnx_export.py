@@ -12,9 +12,9 @@ import numpy as np
 import onnx
 import torch
 
-from e2v_server import contract
 from e2v_export.checkpoint import LoadedCheckpoint
 from e2v_export.graph import ClassifierGraph, EncoderGraph
+from e2v_server import contract
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +77,12 @@ def export_onnx(checkpoint: LoadedCheckpoint, out_dir: str | Path, conv_as_matmu
         encoder_path,
         contract.ENCODER_INPUTS,
         contract.ENCODER_OUTPUTS,
-        {wave_in: {0: "batch", 1: "samples"}, len_in: {0: "batch"}, frames_out: {0: "batch", 1: "frames"},
-         frame_len_out: {0: "batch"}},
+        {
+            wave_in: {0: "batch", 1: "samples"},
+            len_in: {0: "batch"},
+            frames_out: {0: "batch", 1: "frames"},
+            frame_len_out: {0: "batch"},
+        },
     )
     with torch.no_grad():
         frames, frame_lengths = encoder(waveform, lengths)
@@ -90,9 +94,15 @@ def export_onnx(checkpoint: LoadedCheckpoint, out_dir: str | Path, conv_as_matmu
         classifier_path,
         contract.CLASSIFIER_INPUTS,
         contract.CLASSIFIER_OUTPUTS,
-        {frames_out: {0: "batch", 1: "frames"}, frame_len_out: {0: "batch"}, emb_out: {0: "batch"},
-         scores_out: {0: "batch"}, frame_scores_out: {0: "batch", 1: "frames"},
-         frame_emb_out: {0: "batch", 1: "frames"}, num_frames_out: {0: "batch"}},
+        {
+            frames_out: {0: "batch", 1: "frames"},
+            frame_len_out: {0: "batch"},
+            emb_out: {0: "batch"},
+            scores_out: {0: "batch"},
+            frame_scores_out: {0: "batch", 1: "frames"},
+            frame_emb_out: {0: "batch", 1: "frames"},
+            num_frames_out: {0: "batch"},
+        },
     )
 
     result = ExportResult(

@@ -7,21 +7,13 @@ classify), in one process.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
+from e2v_export.compare import UtteranceResult
 from e2v_server import contract
-
-
-@dataclass
-class UtteranceResult:
-    scores: np.ndarray  # [L] utterance scores (softmax)
-    embedding: np.ndarray  # [D] mean of the valid frames
-    frames: np.ndarray  # [T, D] frame features
-    frame_scores: np.ndarray  # [T, L]
 
 
 def make_session(path: str | Path, threads: int = 0) -> ort.InferenceSession:

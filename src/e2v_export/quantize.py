@@ -29,7 +29,12 @@ def quantize_encoder(src: str | Path, dst: str | Path) -> list[str]:
 
     nodes = weight_matmuls(onnx.load(str(src), load_external_data=False))
     quantize_dynamic(
-        str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True, reduce_range=False,
-        op_types_to_quantize=["MatMul"], nodes_to_quantize=nodes,
+        str(src),
+        str(dst),
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        reduce_range=False,
+        op_types_to_quantize=["MatMul"],
+        nodes_to_quantize=nodes,
     )
     return nodes

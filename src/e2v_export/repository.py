@@ -92,11 +92,14 @@ class RepositoryOptions:
         if self.tensorrt and (self.flavour != "native" or self.instance_kind != "gpu"):
             raise ValueError("TensorRT engines need the native flavour with GPU instances")
         if self.tensorrt and self.int8:
-            raise ValueError("TensorRT engines are built from the fp32 ONNX files: --int8 and --tensorrt exclude each other")
+            raise ValueError(
+                "TensorRT engines are built from the fp32 ONNX files: --int8 and --tensorrt exclude each other"
+            )
 
 
-def template_values(options: RepositoryOptions, labels: list[str], embedding_dim: int, model_name: str,
-                    random_weights: bool) -> dict:
+def template_values(
+    options: RepositoryOptions, labels: list[str], embedding_dim: int, model_name: str, random_weights: bool
+) -> dict:
     waveform, lengths = contract.ENCODER_INPUTS
     frames, frame_lengths = contract.ENCODER_OUTPUTS
     embedding, scores, frame_scores, frame_embedding, num_frames = contract.CLASSIFIER_OUTPUTS
@@ -217,8 +220,9 @@ def write_repository(checkpoint: LoadedCheckpoint, out: str | Path, options: Rep
     labels = [contract.label_name(t) for t in checkpoint.tokens]
     embedding_dim = int(checkpoint.config["model_conf"]["embed_dim"])
     random_weights = is_random_checkpoint(checkpoint.model_dir)
-    values = template_values(options, labels, embedding_dim, options.model_name or checkpoint.model_dir.name,
-                             random_weights)
+    values = template_values(
+        options, labels, embedding_dim, options.model_name or checkpoint.model_dir.name, random_weights
+    )
     configs = render_configs(options, values)
 
     with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as tmp:

@@ -33,9 +33,9 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -67,7 +67,7 @@ class ProfileOptions:
     pad_multiple: int = 8000
 
     @classmethod
-    def for_repository(cls, options) -> "ProfileOptions":
+    def for_repository(cls, options) -> ProfileOptions:
         """The profile a repository's serving options imply (e2v_export.repository.RepositoryOptions)."""
         return cls(
             min_batch=1,
@@ -80,7 +80,9 @@ class ProfileOptions:
 
     def check(self) -> None:
         if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:
-            raise ValueError(f"need 1 <= min <= opt <= max batch, got {self.min_batch}/{self.opt_batch}/{self.max_batch}")
+            raise ValueError(
+                f"need 1 <= min <= opt <= max batch, got {self.min_batch}/{self.opt_batch}/{self.max_batch}"
+            )
         if self.pad_multiple < 1:
             raise ValueError("pad_multiple must be at least 1")
         if not 0 < self.min_seconds <= self.opt_seconds <= self.max_seconds:
@@ -230,15 +232,25 @@ def _write_atomically(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def build_engine(model: str, onnx_path: str | Path, plan_path: str | Path, options: ProfileOptions, *,
-                 fp16: bool = True, workspace_gib: float = 8.0, log: Callable[[str], None] = print) -> EngineRecord:
+def build_engine(
+    model: str,
+    onnx_path: str | Path,
+    plan_path: str | Path,
+    options: ProfileOptions,
+    *,
+    fp16: bool = True,
+    workspace_gib: float = 8.0,
+    log: Callable[[str], None] = print,
+) -> EngineRecord:
     """Parse onnx_path, build an fp16 engine with one optimisation profile, write plan_path."""
     trt = _tensorrt()
     options.check()
     onnx_path, plan_path = Path(onnx_path), Path(plan_path)
     if not trt.__version__.startswith(TRITON_TENSORRT + "."):
-        log(f"warning: TensorRT {trt.__version__}: the plan loads only in a Triton with the same TensorRT "
-            f"(Triton 24.10 has {TRITON_TENSORRT})")
+        log(
+            f"warning: TensorRT {trt.__version__}: the plan loads only in a Triton with the same TensorRT "
+            f"(Triton 24.10 has {TRITON_TENSORRT})"
+        )
     start = time.perf_counter()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -298,23 +310,37 @@ def build_engine(model: str, onnx_path: str | Path, plan_path: str | Path, optio
 
 def _gpu() -> str | None:
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name,compute_cap,driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=20, check=True).stdout
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,compute_cap,driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     return out.strip().splitlines()[0] if out.strip() else None
 
 
-def build_repository_engines(repository: str | Path, options: ProfileOptions, *, workspace_gib: float = 8.0,
-                             log: Callable[[str], None] = print) -> dict:
+def build_repository_engines(
+    repository: str | Path, options: ProfileOptions, *, workspace_gib: float = 8.0, log: Callable[[str], None] = print
+) -> dict:
     """model.plan beside the encoder's and classifier's model.onnx, and the JSON record of the build."""
     trt = _tensorrt()
     repository = Path(repository)
     engines = []
     for model in (contract.ENCODER_MODEL, contract.CLASSIFIER_MODEL):
         version_dir = repository / model / "1"
-        engines.append(build_engine(model, version_dir / contract.ONNX_FILE, version_dir / contract.PLAN_FILE, options,
-                                    workspace_gib=workspace_gib, log=log))
+        engines.append(
+            build_engine(
+                model,
+                version_dir / contract.ONNX_FILE,
+                version_dir / contract.PLAN_FILE,
+                options,
+                workspace_gib=workspace_gib,
+                log=log,
+            )
+        )
     record = {
         "tensorrt_version": trt.__version__,
         "triton_tensorrt": TRITON_TENSORRT,
@@ -394,17 +420,19 @@ def run_pipeline(encoder: Runner, classifier: Runner, waveforms: list[np.ndarray
     embedding_name, scores_name, frame_scores_name = contract.CLASSIFIER_OUTPUTS[:3]
     results = []
     for start in range(0, len(waveforms), batch_size):
-        rows = [contract.normalize_waveform(w) for w in waveforms[start:start + batch_size]]
+        rows = [contract.normalize_waveform(w) for w in waveforms[start : start + batch_size]]
         batch, lengths = contract.pad_rows(rows)
         encoded = encoder({wave_in: batch, lengths_in: lengths})
         classified = classifier({frames_name: encoded[frames_name], frame_lengths_name: encoded[frame_lengths_name]})
         for i in range(len(rows)):
             t = int(encoded[frame_lengths_name][i])
-            results.append({
-                "scores": classified[scores_name][i],
-                "embedding": classified[embedding_name][i],
-                "frame_scores": classified[frame_scores_name][i, :t],
-            })
+            results.append(
+                {
+                    "scores": classified[scores_name][i],
+                    "embedding": classified[embedding_name][i],
+                    "frame_scores": classified[frame_scores_name][i, :t],
+                }
+            )
     return results
 
 
@@ -421,11 +449,13 @@ class ParityResult:
         return self.argmax_agreement >= argmax_target and self.min_embedding_cosine >= cosine_target
 
     def __str__(self) -> str:
-        return (f"{self.utterances} utterances: argmax agreement {self.argmax_agreement:.2%} "
-                f"(target >= {ARGMAX_TARGET:.1%}), frame argmax {self.frame_argmax_agreement:.2%}, "
-                f"embedding cosine min {self.min_embedding_cosine:.6f} mean {self.mean_embedding_cosine:.6f} "
-                f"(target >= {COSINE_TARGET}), scores max |diff| {self.max_score_diff:.2e}: "
-                f"{'PASS' if self.passed() else 'FAIL'}")
+        return (
+            f"{self.utterances} utterances: argmax agreement {self.argmax_agreement:.2%} "
+            f"(target >= {ARGMAX_TARGET:.1%}), frame argmax {self.frame_argmax_agreement:.2%}, "
+            f"embedding cosine min {self.min_embedding_cosine:.6f} mean {self.mean_embedding_cosine:.6f} "
+            f"(target >= {COSINE_TARGET}), scores max |diff| {self.max_score_diff:.2e}: "
+            f"{'PASS' if self.passed() else 'FAIL'}"
+        )
 
 
 def compare(reference: list[dict], candidate: list[dict]) -> ParityResult:
@@ -460,16 +490,25 @@ def parity_waveforms(count: int, max_seconds: float, seed: int = 0) -> list[np.n
     return [speech_like(float(s), seed=seed + i) for i, s in enumerate(seconds)]
 
 
-def check_parity(repository: str | Path, *, count: int = 200, max_seconds: float = 30.0, batch_size: int = 8,
-                 seed: int = 0) -> ParityResult:
+def check_parity(
+    repository: str | Path, *, count: int = 200, max_seconds: float = 30.0, batch_size: int = 8, seed: int = 0
+) -> ParityResult:
     """The engines against ONNX Runtime fp32 on the same padded batches of speech-like audio."""
     repository = Path(repository)
     path = lambda model, name: repository / model / "1" / name  # noqa: E731
     waveforms = parity_waveforms(count, max_seconds, seed)
-    reference = run_pipeline(onnx_runner(path(contract.ENCODER_MODEL, contract.ONNX_FILE)),
-                             onnx_runner(path(contract.CLASSIFIER_MODEL, contract.ONNX_FILE)), waveforms, batch_size)
-    candidate = run_pipeline(EngineRunner(path(contract.ENCODER_MODEL, contract.PLAN_FILE)),
-                             EngineRunner(path(contract.CLASSIFIER_MODEL, contract.PLAN_FILE)), waveforms, batch_size)
+    reference = run_pipeline(
+        onnx_runner(path(contract.ENCODER_MODEL, contract.ONNX_FILE)),
+        onnx_runner(path(contract.CLASSIFIER_MODEL, contract.ONNX_FILE)),
+        waveforms,
+        batch_size,
+    )
+    candidate = run_pipeline(
+        EngineRunner(path(contract.ENCODER_MODEL, contract.PLAN_FILE)),
+        EngineRunner(path(contract.CLASSIFIER_MODEL, contract.PLAN_FILE)),
+        waveforms,
+        batch_size,
+    )
     return compare(reference, candidate)
 
 
@@ -489,8 +528,7 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("--workspace-gib", type=float, default=8.0)
     parity = commands.add_parser("parity", help="the engines against ONNX Runtime fp32")
     parity.add_argument("--repository", required=True)
-    parity.add_argument("--count", type=int, default=200,
-                        help="utterances (200: one disagreement is 99.5 %%)")
+    parity.add_argument("--count", type=int, default=200, help="utterances (200: one disagreement is 99.5 %%)")
     parity.add_argument("--max-seconds", type=float, default=defaults.max_seconds)
     parity.add_argument("--batch-size", type=int, default=defaults.max_batch)
     args = parser.parse_args(argv)
@@ -499,8 +537,9 @@ def main(argv: list[str] | None = None) -> int:
             options = ProfileOptions(**{k: getattr(args, k) for k in asdict(defaults)})
             build_repository_engines(args.repository, options, workspace_gib=args.workspace_gib)
             return 0
-        result = check_parity(args.repository, count=args.count, max_seconds=args.max_seconds,
-                              batch_size=args.batch_size)
+        result = check_parity(
+            args.repository, count=args.count, max_seconds=args.max_seconds, batch_size=args.batch_size
+        )
         print(result)
         return 0 if result.passed() else 1
     except (RuntimeError, ValueError, OSError) as exc:

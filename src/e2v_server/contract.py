@@ -87,9 +87,11 @@ def string_parameters(config: dict) -> dict[str, str]:
     """The string parameters of a model config (Triton's JSON form) as {key: value}."""
     return {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
 
+
 # --- labels ---------------------------------------------------------------
 UNUSED_LABEL_PREFIX = "unuse"  # older tokens.txt files carry placeholder labels
 UNKNOWN_TOKEN = "<unk>"
+
 
 def read_tokens(path: str | Path) -> list[str]:
     """The raw tokens of a checkpoint's tokens.txt, one per line, read as FunASR reads them."""
@@ -144,9 +146,7 @@ def check_waveform(samples: np.ndarray, max_seconds: float | None = None) -> Non
     if not np.all(np.isfinite(x)):
         raise ValueError("the audio holds NaN or infinite samples")
     if max_seconds is not None and x.size > max_seconds * SAMPLE_RATE:
-        raise ValueError(
-            f"the audio is too long: {x.size / SAMPLE_RATE:.1f} s; the maximum is {max_seconds:g} s"
-        )
+        raise ValueError(f"the audio is too long: {x.size / SAMPLE_RATE:.1f} s; the maximum is {max_seconds:g} s")
 
 
 def normalize_waveform(samples: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ in a cache folder, never in site-packages.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -101,8 +102,18 @@ def find_tritonserver(explicit: str | None = None, cache_dir: Path | None = None
 class TritonServer:
     """A running tritonserver process; use as a context manager or call stop()."""
 
-    def __init__(self, model_repository, host="127.0.0.1", grpc_port=None, http_port=None, metrics_port=None,
-                 tritonserver=None, log_file=None, extra_args=(), ready_timeout=300.0):
+    def __init__(
+        self,
+        model_repository,
+        host="127.0.0.1",
+        grpc_port=None,
+        http_port=None,
+        metrics_port=None,
+        tritonserver=None,
+        log_file=None,
+        extra_args=(),
+        ready_timeout=300.0,
+    ):
         self.model_repository = Path(model_repository).resolve()
         if not (self.model_repository / contract.ENSEMBLE_MODEL / "config.pbtxt").exists():
             raise ServerStartError(
@@ -128,22 +139,27 @@ class TritonServer:
         args = [
             str(self.command.binary),
             f"--model-repository={self.model_repository}",
-            f"--grpc-address={self.host}", f"--grpc-port={self.grpc_port}",
-            f"--http-address={self.host}", f"--http-port={self.http_port}",
-            f"--metrics-address={self.host}", f"--metrics-port={self.metrics_port}",
+            f"--grpc-address={self.host}",
+            f"--grpc-port={self.grpc_port}",
+            f"--http-address={self.host}",
+            f"--http-port={self.http_port}",
+            f"--metrics-address={self.host}",
+            f"--metrics-port={self.metrics_port}",
             "--strict-readiness=true",
         ]
         if self.command.backend_dir:
             args.append(f"--backend-directory={self.command.backend_dir}")
         return args + self.extra_args
 
-    def start(self) -> "TritonServer":
+    def start(self) -> TritonServer:
         env = {**os.environ, **self.command.env}
-        # No log file: the server logs to this process's terminal.
-        log = open(self.log_path, "ab") if self.log_path else None
         start = time.monotonic()
-        self.process = subprocess.Popen(self.args(), env=env, stdout=log, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+        # No log file: the server logs to this process's terminal. The server keeps its own copy of the
+        # file handle; ours is closed once it has started.
+        with open(self.log_path, "ab") if self.log_path else contextlib.nullcontext() as log:
+            self.process = subprocess.Popen(
+                self.args(), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         try:
             self.wait_ready(start)
         except BaseException:
@@ -209,8 +225,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     try:
-        server = TritonServer(args.model_repository, args.host, args.grpc_port, args.http_port, args.metrics_port,
-                              args.tritonserver, args.log_file, ready_timeout=args.ready_timeout)
+        server = TritonServer(
+            args.model_repository,
+            args.host,
+            args.grpc_port,
+            args.http_port,
+            args.metrics_port,
+            args.tritonserver,
+            args.log_file,
+            ready_timeout=args.ready_timeout,
+        )
         stopping = []
 
         def on_signal(signum, _frame):

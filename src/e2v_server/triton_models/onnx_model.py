@@ -73,8 +73,10 @@ class TritonPythonModel:
         except Exception as exc:  # e.g. out of memory: fail these requests, keep serving
             error = pb_utils.TritonError(f"{type(exc).__name__}: {exc}")
             return [pb_utils.InferenceResponse(error=error) for _ in requests]
-        return [self.response([i for i, (owner, _) in enumerate(owners) if owner == r], owners, results)
-                for r in range(len(requests))]
+        return [
+            self.response([i for i, (owner, _) in enumerate(owners) if owner == r], owners, results)
+            for r in range(len(requests))
+        ]
 
     def run_grouped(self, rows: list, real_lengths: list) -> list:
         """{output name: value} for each row, the rows run in groups of similar length."""

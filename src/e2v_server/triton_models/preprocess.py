@@ -45,6 +45,9 @@ class TritonPythonModel:
         padded_length = contract.round_up(longest, self.pad_multiple)
         for i, rows in utterances:
             waveform, lengths = contract.pad_rows(rows, padded_length)
-            outputs = [pb_utils.Tensor(self.waveform_name, waveform), pb_utils.Tensor(self.lengths_name, lengths[:, None])]
+            outputs = [
+                pb_utils.Tensor(self.waveform_name, waveform),
+                pb_utils.Tensor(self.lengths_name, lengths[:, None]),
+            ]
             responses[i] = pb_utils.InferenceResponse(output_tensors=outputs)
         return responses
