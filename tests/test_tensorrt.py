@@ -1,6 +1,8 @@
 """TensorRT engine code that runs without a GPU: profiles, the fp32 fallback choice, the tensorrt_plan configs,
-parity arithmetic, and that the module imports without TensorRT. The builds themselves are untested on hardware."""
+the pipeline and parity check on stand-in runners, and that the package imports without TensorRT. The builds
+themselves are untested on hardware."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -13,19 +15,27 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from e2v_export import tensorrt as trt_build
-from e2v_export.tensorrt import ProfileOptions
+from e2v_export.compare import UtteranceResult, agreement, compare
+from e2v_export.tensorrt import parity as trt_parity
+from e2v_export.tensorrt.build import RECORD_FILE, build_engine, build_repository_engines
+from e2v_export.tensorrt.cli import main as tensorrt_main
+from e2v_export.tensorrt.parity import COSINE_TARGET, check_parity, meets_targets, parity_line, parity_waveforms
+from e2v_export.tensorrt.precision import fp32_fallback_layers, keep_in_fp32
+from e2v_export.tensorrt.profile import ProfileOptions, classifier_profile, encoder_profile, profile_for
+from e2v_export.tensorrt.runners import run_pipeline
 from e2v_server import contract
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = ["angry", "disgusted", "fearful", "happy", "neutral", "other", "sad", "surprised", "unknown"]
 
 
-def test_module_imports_without_tensorrt_onnxruntime_or_torch():
+def test_package_imports_without_tensorrt_onnxruntime_or_torch():
     code = (
         "import sys\n"
         "sys.modules['tensorrt'] = None  # any `import tensorrt` now fails\n"
         "import e2v_export.tensorrt as t\n"
+        "import e2v_export.tensorrt.profile, e2v_export.tensorrt.precision, e2v_export.tensorrt.build\n"
+        "import e2v_export.tensorrt.runners, e2v_export.tensorrt.parity, e2v_export.tensorrt.cli\n"
         "assert not {'tensorrt', 'torch', 'onnxruntime'} & {k for k, v in sys.modules.items() if v is not None}\n"
         "try:\n"
         "    t.build_engine('encoder', 'x.onnx', 'x.plan', t.ProfileOptions())\n"
@@ -39,7 +49,7 @@ def test_module_imports_without_tensorrt_onnxruntime_or_torch():
 
 def test_cli_without_tensorrt_says_what_to_install(monkeypatch, tmp_path, capsys):
     monkeypatch.setitem(sys.modules, "tensorrt", None)
-    assert trt_build.main(["build", "--repository", str(tmp_path)]) == 2
+    assert tensorrt_main(["build", "--repository", str(tmp_path)]) == 2
     assert "needs the tensorrt package" in capsys.readouterr().err
 
 
@@ -47,18 +57,18 @@ def test_tensorrt_11_without_weak_typing_is_refused(monkeypatch):
     fake = SimpleNamespace(__version__="11.4.0", BuilderFlag=SimpleNamespace())
     monkeypatch.setitem(sys.modules, "tensorrt", fake)
     with pytest.raises(RuntimeError, match="TensorRT 11 removed weak typing"):
-        trt_build.build_engine("encoder", "x.onnx", "x.plan", ProfileOptions())
+        build_engine("encoder", "x.onnx", "x.plan", ProfileOptions())
 
 
 def test_default_profile():
     options = ProfileOptions()
     assert options.samples() == (400, 8 * 16000, 30 * 16000)
     assert options.frames() == (1, 399, 1499)
-    assert trt_build.encoder_profile(options) == {
+    assert encoder_profile(options) == {
         "waveform": ((1, 400), (4, 128000), (8, 480000)),
         "lengths": ((1,), (4,), (8,)),
     }
-    assert trt_build.classifier_profile(options, 1024) == {
+    assert classifier_profile(options, 1024) == {
         "frames": ((1, 1, 1024), (4, 399, 1024), (8, 1499, 1024)),
         "frame_lengths": ((1,), (4,), (8,)),
     }
@@ -72,11 +82,11 @@ def test_profile_from_options():
     assert options.samples() == (16000, 64000, 162000)
     frames = tuple(contract.frames_for_samples(n) for n in (16000, 64000, 162000))
     assert options.frames() == frames == (49, 199, 506)
-    assert trt_build.encoder_profile(options)["waveform"] == ((2, 16000), (3, 64000), (16, 162000))
-    assert trt_build.classifier_profile(options, 768)["frames"] == ((2, 49, 768), (3, 199, 768), (16, 506, 768))
-    assert trt_build.profile_for(contract.ENCODER_MODEL, options) == trt_build.encoder_profile(options)
+    assert encoder_profile(options)["waveform"] == ((2, 16000), (3, 64000), (16, 162000))
+    assert classifier_profile(options, 768)["frames"] == ((2, 49, 768), (3, 199, 768), (16, 506, 768))
+    assert profile_for(contract.ENCODER_MODEL, options) == encoder_profile(options)
     with pytest.raises(ValueError):
-        trt_build.profile_for(contract.CLASSIFIER_MODEL, options)  # needs the embedding size
+        profile_for(contract.CLASSIFIER_MODEL, options)  # needs the embedding size
 
 
 @pytest.mark.parametrize(
@@ -178,12 +188,12 @@ LEAVE = [
 
 def test_fp32_fallback_selects_normalisation_softmax_and_reductions():
     network = Network(LEAVE[:3] + KEEP[:4] + LEAVE[3:] + KEEP[4:])
-    assert trt_build.fp32_fallback_layers(network) == KEEP[:4] + KEEP[4:]
+    assert fp32_fallback_layers(network) == KEEP[:4] + KEEP[4:]
 
 
 def test_keep_in_fp32_sets_precision_and_output_types_and_names_them():
     network = Network(KEEP + LEAVE)
-    names = trt_build.keep_in_fp32(network, FP32)
+    names = keep_in_fp32(network, FP32)
     assert names == [f"{layer.type.name} {layer.name}" for layer in KEEP]
     for layer in KEEP:
         assert layer.precision is FP32 and all(o.dtype is FP32 for o in layer.outputs)
@@ -200,7 +210,7 @@ def test_fp32_fallback_accepts_enum_types():
 
     softmax, conv = Layer("SOFTMAX", "/Softmax"), Layer("CONVOLUTION", "/Conv")
     softmax.type, conv.type = LayerType.SOFTMAX, LayerType.CONVOLUTION
-    assert trt_build.fp32_fallback_layers(Network([conv, softmax])) == [softmax]
+    assert fp32_fallback_layers(Network([conv, softmax])) == [softmax]
 
 
 # --- tensorrt_plan configs ------------------------------------------------------------------------
@@ -229,7 +239,7 @@ def test_tensorrt_configs_parse_and_match_the_engines(max_batch_size):
         assert config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
         # the same tensors as the onnxruntime model it replaces, which the ensemble already maps
         assert list(config.input) == list(native.input) and list(config.output) == list(native.output)
-        engine_inputs = trt_build.profile_for(model, profile, 1024)
+        engine_inputs = profile_for(model, profile, 1024)
         assert [i.name for i in config.input] == list(engine_inputs)
         for tensor in config.input:  # [B] + dims (reshaped) is the engine's rank
             rank = 1 + len(tensor.reshape.shape if tensor.HasField("reshape") else tensor.dims)
@@ -264,9 +274,11 @@ def _fake_classifier(weights):
         frames, lengths = feeds["frames"], feeds["frame_lengths"]
         valid = (np.arange(frames.shape[1])[None, :] < lengths[:, None])[..., None]
         embedding = (frames * valid).sum(1) / np.maximum(lengths, 1)[:, None]
-        softmax = lambda x: (
-            np.exp(x - x.max(-1, keepdims=True)) / np.exp(x - x.max(-1, keepdims=True)).sum(-1, keepdims=True)
-        )  # noqa: E731
+
+        def softmax(x):
+            e = np.exp(x - x.max(-1, keepdims=True))
+            return e / e.sum(-1, keepdims=True)
+
         return {
             "embedding": embedding,
             "scores": softmax(embedding @ weights),
@@ -279,38 +291,125 @@ def _fake_classifier(weights):
 
 
 def test_pipeline_splits_padded_batches_back_into_utterances():
-    waveforms = trt_build.parity_waveforms(5, 1.5, seed=3)
+    waveforms = parity_waveforms(5, 1.5, seed=3)
     weights = np.random.default_rng(0).standard_normal((6, 4)).astype(np.float32)
-    alone = trt_build.run_pipeline(_fake_encoder(), _fake_classifier(weights), waveforms, batch_size=1)
-    batched = trt_build.run_pipeline(_fake_encoder(), _fake_classifier(weights), waveforms, batch_size=3)
+    alone = run_pipeline(_fake_encoder(), _fake_classifier(weights), waveforms, batch_size=1)
+    batched = run_pipeline(_fake_encoder(), _fake_classifier(weights), waveforms, batch_size=3)
     assert len(alone) == len(batched) == 5
-    for a, b, w in zip(alone, batched, waveforms):
-        assert a["frame_scores"].shape == (contract.frames_for_samples(len(w)), 4)
-        np.testing.assert_allclose(a["scores"], b["scores"], rtol=1e-5, atol=1e-6)
-    result = trt_build.compare(alone, batched)
-    assert result.passed() and result.argmax_agreement == 1.0 and result.min_embedding_cosine > 0.99999
+    for a, b, w in zip(alone, batched, waveforms, strict=True):
+        assert isinstance(a, UtteranceResult) and isinstance(b, UtteranceResult)
+        frames = contract.frames_for_samples(len(w))
+        # cut to the utterance's own frames, though the batch was padded to its longest
+        assert a.frame_scores.shape == b.frame_scores.shape == (frames, 4)
+        assert a.frames.shape == b.frames.shape == (frames, 6)
+        np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(a.frames, b.frames, rtol=1e-5, atol=1e-6)
+    result = agreement([compare(b, a) for a, b in zip(alone, batched, strict=True)])
+    assert meets_targets(result) and result.argmax_agreement == 1.0 and result.min_embedding_cosine > 0.99999
 
 
-def test_compare_measures_argmax_agreement_and_cosine():
+def _utterance(rng) -> UtteranceResult:
+    return UtteranceResult(rng.random(9), rng.standard_normal(16), rng.standard_normal((20, 16)), rng.random((20, 9)))
+
+
+def _nudged(result: UtteranceResult, rng, scale=1e-6) -> UtteranceResult:
+    return UtteranceResult(*(v + scale * rng.standard_normal(v.shape) for v in dataclasses.astuple(result)))
+
+
+def _agreement(candidates, references):
+    return agreement([compare(c, r) for c, r in zip(candidates, references, strict=True)])
+
+
+def test_parity_targets_on_argmax_agreement_and_cosine():
     rng = np.random.default_rng(0)
-    reference = [
-        {"scores": rng.random(9), "embedding": rng.standard_normal(16), "frame_scores": rng.random((20, 9))}
-        for _ in range(200)
-    ]
-    close = [{k: v + 1e-6 * rng.standard_normal(v.shape) for k, v in r.items()} for r in reference]
-    assert trt_build.compare(reference, close).passed()
+    reference = [_utterance(rng) for _ in range(200)]
+    close = [_nudged(r, rng) for r in reference]
+    assert meets_targets(_agreement(close, reference))
 
-    flipped = [dict(r) for r in close]
-    flipped[0] = dict(flipped[0], scores=-flipped[0]["scores"])  # one utterance of 200 disagrees: 99.5 %
-    result = trt_build.compare(reference, flipped)
-    assert result.argmax_agreement == pytest.approx(0.995) and result.passed()
-    flipped[1] = dict(flipped[1], scores=-flipped[1]["scores"])  # two: 99.0 %, below the target
-    assert not trt_build.compare(reference, flipped).passed()
+    flipped = list(close)
+    flipped[0] = dataclasses.replace(flipped[0], scores=-flipped[0].scores)  # one utterance of 200 disagrees: 99.5 %
+    result = _agreement(flipped, reference)
+    assert result.argmax_agreement == pytest.approx(0.995) and meets_targets(result)
+    assert parity_line(result).endswith(": PASS") and "target >= 99.5%" in parity_line(result)
+    flipped[1] = dataclasses.replace(flipped[1], scores=-flipped[1].scores)  # two: 99.0 %, below the target
+    assert not meets_targets(_agreement(flipped, reference))
 
-    drifted = [dict(r, embedding=r["embedding"] + 0.1 * rng.standard_normal(16)) for r in reference]
-    result = trt_build.compare(reference, drifted)
-    assert result.min_embedding_cosine < trt_build.COSINE_TARGET and not result.passed()
-    assert "FAIL" in str(result)
+    drifted = [dataclasses.replace(r, embedding=r.embedding + 0.1 * rng.standard_normal(16)) for r in reference]
+    result = _agreement(drifted, reference)
+    assert result.argmax_agreement == 1.0
+    assert result.min_embedding_cosine < COSINE_TARGET and not meets_targets(result)
+    assert parity_line(result).endswith(": FAIL")
+
+
+def _stand_in_runners(monkeypatch, engine_weights, onnx_weights, calls):
+    """check_parity's runners replaced by the stand-ins, chosen by the file's model folder."""
+
+    def maker(side, weights):
+        def make(path):
+            path = Path(path)
+            model = path.parent.parent.name
+            run = _fake_encoder() if model == contract.ENCODER_MODEL else _fake_classifier(weights)
+
+            def runner(feeds):
+                calls.append((side, model, path.name, {k: v.shape for k, v in feeds.items()}))
+                return run(feeds)
+
+            return runner
+
+        return make
+
+    monkeypatch.setattr(trt_parity, "onnx_runner", maker("onnx", onnx_weights))
+    monkeypatch.setattr(trt_parity, "EngineRunner", maker("engine", engine_weights))
+
+
+def _repository_with_engines(root: Path) -> Path:
+    for model in (contract.ENCODER_MODEL, contract.CLASSIFIER_MODEL):
+        (root / model / "1").mkdir(parents=True)
+        (root / model / "1" / contract.ONNX_FILE).write_bytes(b"onnx")
+        (root / model / "1" / contract.PLAN_FILE).write_bytes(b"plan")
+    return root
+
+
+def test_check_parity_runs_both_pipelines_on_the_same_batches(monkeypatch, tmp_path):
+    weights = np.random.default_rng(0).standard_normal((6, 4)).astype(np.float32)
+    calls = []
+    _stand_in_runners(monkeypatch, weights, weights, calls)
+    result = check_parity(_repository_with_engines(tmp_path), count=7, max_seconds=1.5, batch_size=3)
+    assert result.utterances == 7 and result.argmax_agreement == 1.0 and result.min_embedding_cosine > 0.99999
+    assert meets_targets(result)
+    onnx = [c[1:] for c in calls if c[0] == "onnx"]
+    engine = [c[1:] for c in calls if c[0] == "engine"]
+    assert onnx and [(m, s) for m, _, s in onnx] == [(m, s) for m, _, s in engine]  # the same padded batches
+    assert {f for _, f, _ in onnx} == {contract.ONNX_FILE} and {f for _, f, _ in engine} == {contract.PLAN_FILE}
+    assert [s[contract.ENCODER_INPUTS[1]][0] for m, _, s in onnx if m == contract.ENCODER_MODEL] == [3, 3, 1]
+
+
+def test_parity_cli_prints_the_verdict_and_fails_below_the_targets(monkeypatch, tmp_path, capsys):
+    weights = np.random.default_rng(0).standard_normal((6, 4)).astype(np.float32)
+    repository = _repository_with_engines(tmp_path)
+    argv = ["parity", "--repository", str(repository), "--count", "6", "--max-seconds", "1.5", "--batch-size", "4"]
+    _stand_in_runners(monkeypatch, weights, weights, [])
+    assert tensorrt_main(argv) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("6 utterances: argmax agreement 100.00%") and line.endswith(": PASS")
+    _stand_in_runners(monkeypatch, -weights, weights, [])  # the engine's top label is ONNX Runtime's bottom one
+    assert tensorrt_main(argv) == 1
+    assert capsys.readouterr().out.strip().endswith(": FAIL")
+
+
+def test_parity_without_engines_says_to_build_them(tmp_path):
+    for model in (contract.ENCODER_MODEL, contract.CLASSIFIER_MODEL):  # exported, engines not built
+        (tmp_path / model / "1").mkdir(parents=True)
+        (tmp_path / model / "1" / contract.ONNX_FILE).write_bytes(b"onnx")
+    out = subprocess.run(
+        [sys.executable, "-m", "e2v_export.tensorrt", "parity", "--repository", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2, out.stderr
+    assert f"{contract.ENCODER_MODEL}/1/{contract.PLAN_FILE}" in out.stderr
+    assert contract.ONNX_FILE not in out.stderr and "e2v_export.tensorrt build --repository" in out.stderr
 
 
 # --- the build flow against a stand-in of the TensorRT 10 Python API -------------------------------
@@ -401,16 +500,16 @@ def test_build_repository_engines_against_a_stand_in(monkeypatch, tmp_path):
         (tmp_path / model / "1" / "model.onnx").write_bytes(b"onnx")
     lines = []
     options = ProfileOptions(max_batch=16, opt_batch=8, max_seconds=10)
-    record = trt_build.build_repository_engines(tmp_path, options, workspace_gib=2, log=lines.append)
+    record = build_repository_engines(tmp_path, options, workspace_gib=2, log=lines.append)
 
-    for (network, config), model in zip(fake.built, (contract.ENCODER_MODEL, contract.CLASSIFIER_MODEL)):
+    for (network, config), model in zip(fake.built, (contract.ENCODER_MODEL, contract.CLASSIFIER_MODEL), strict=True):
         assert config.flags == {"FP16", "OBEY_PRECISION_CONSTRAINTS"}
         assert config.pools == {"WORKSPACE": 2 << 30}
         (profile,) = config.profiles
-        assert profile.shapes == trt_build.profile_for(model, options, 768)
+        assert profile.shapes == profile_for(model, options, 768)
         assert [layer.precision for layer in network.layers] == [FakeTensorRT.float32, None, FakeTensorRT.float32]
         assert (tmp_path / model / "1" / "model.plan").read_bytes().startswith(b"plan:")
-    saved = json.loads((tmp_path / contract.ENSEMBLE_MODEL / trt_build.RECORD_FILE).read_text())
+    saved = json.loads((tmp_path / contract.ENSEMBLE_MODEL / RECORD_FILE).read_text())
     assert saved == json.loads(json.dumps(record))
     assert saved["tensorrt_version"] == "10.5.0.18" and saved["options"]["max_batch"] == 16
     encoder, classifier = saved["engines"]
@@ -427,7 +526,7 @@ def test_an_onnx_file_without_the_contracts_inputs_is_refused(monkeypatch, tmp_p
     monkeypatch.setitem(sys.modules, "tensorrt", FakeTensorRT({"encoder": {"input": (-1, -1)}}))
     (tmp_path / "encoder" / "1").mkdir(parents=True)
     with pytest.raises(RuntimeError, match="expected"):  # e.g. FunASR's own export (one input named 'input')
-        trt_build.build_engine(
+        build_engine(
             "encoder",
             tmp_path / "encoder" / "1" / "model.onnx",
             tmp_path / "x.plan",

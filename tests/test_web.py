@@ -208,9 +208,11 @@ def test_upload_two_clips_at_frame_granularity(browser, web, clips, tiny_server)
             return await client.score(audio.load(good["wav16k"]).samples, "utterance")
 
     with ThreadPoolExecutor(1) as thread:  # Playwright's sync API holds this thread's event loop
-        scores = thread.submit(asyncio.run, direct()).result()
+        prediction = thread.submit(asyncio.run, direct()).result()
     result = json.loads((Path(cards[good["wav16k"].name]["folder"]) / RESULT_FILE).read_text())
-    assert result["utterance_scores"] == {k: round(float(v), 6) for k, v in zip(scores.labels, scores.scores)}
+    assert result["utterance_scores"] == {
+        k: round(float(v), 6) for k, v in zip(prediction.labels, prediction.scores, strict=True)
+    }
 
     # a bar chart per clip and, at frame granularity, the plot over time
     assert page.locator(".e2v-bar img").count() == 2 and page.locator(".e2v-frames img").count() == 2
@@ -300,7 +302,8 @@ def test_microphone_recording_scores(playwright, web, tmp_path):
 
 
 def test_page_logic_refuses_bad_inputs_and_reports_a_server_that_is_down(tiny_server, clips, tmp_path):
-    from e2v_client.web import WebApp, zip_folder
+    from e2v_client.web.app import WebApp
+    from e2v_client.web.files import zip_folder
 
     good, bad = clips
     uploads, out = tmp_path / "uploads", tmp_path / "outputs"

@@ -25,6 +25,7 @@ from e2v_server.contract import read_tokens
 log = logging.getLogger(__name__)
 
 REQUIRED_FILES = ("config.yaml", "model.pt", "tokens.txt")
+HUB_MODEL = "iic/emotion2vec_plus_large"  # the real model, for users who can reach the hub
 # FunASR builds the pre-training decoder, which no released checkpoint holds and
 # inference never runs; these keys may be missing from model.pt.
 UNUSED_MODULE_PREFIXES = ("modality_encoders.AUDIO.decoder.",)

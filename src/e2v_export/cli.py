@@ -11,10 +11,8 @@ import argparse
 import logging
 import sys
 
-from e2v_export.checkpoint import CheckpointError
+from e2v_export.checkpoint import HUB_MODEL, CheckpointError
 from e2v_export.repository import FLAVOURS, RepositoryOptions, write_repository
-
-DEFAULT_MODEL = "iic/emotion2vec_plus_large"
 
 
 def _export_parser() -> argparse.ArgumentParser:
@@ -25,9 +23,9 @@ def _export_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--model",
-        default=DEFAULT_MODEL,
+        default=HUB_MODEL,
         help="model directory with config.yaml, model.pt, tokens.txt, or a hub id "
-        f"(default: {DEFAULT_MODEL}; needs access to the hub)",
+        f"(default: {HUB_MODEL}; needs access to the hub)",
     )
     parser.add_argument(
         "--hub", choices=["ms", "hf"], default="ms", help="hub for a hub id: ModelScope or Hugging Face"

@@ -48,6 +48,7 @@ def code_fingerprint() -> str:
     package = Path(__file__).resolve().parent
     files = sorted(TRITON_MODELS.glob("*.pbtxt.in")) + sorted(TRITON_MODELS.glob("*.py"))
     files += [package / name for name in ("graph.py", "onnx_export.py", "repository.py", "quantize.py")]
+    files.append(package / "tensorrt" / "profile.py")  # the native configs carry its optimisation profile
     files.append(Path(contract.__file__))
     digest = hashlib.sha256()
     for path in files:

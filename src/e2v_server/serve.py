@@ -54,7 +54,13 @@ def _bundled_triton_root() -> Path | None:
     return root if (root / "bin" / "tritonserver").exists() else None
 
 
-def _prepare_bundled(root: Path, cache_dir: Path) -> TritonCommand:
+def _path_with(python: Path) -> str:
+    """PATH with `python`'s folder first: the Python-backend stub embeds the first python3 on PATH, whose
+    packages (and virtual environment) the Python models then see."""
+    return f"{python.parent}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
+def _prepare_bundled(root: Path, cache_dir: Path, model_python: Path) -> TritonCommand:
     """A backends folder with the Python-backend stub for this interpreter, and the environment it needs."""
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
@@ -72,7 +78,7 @@ def _prepare_bundled(root: Path, cache_dir: Path) -> TritonCommand:
         shutil.copy2(stub, python_dir / "triton_python_backend_stub")
     libs = root.parent.parent / "nvidia_pytriton.libs"
     env = {
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PATH": _path_with(model_python),
         "LD_LIBRARY_PATH": os.pathsep.join(
             p for p in (str(libs), sysconfig.get_config_var("LIBDIR") or "", os.environ.get("LD_LIBRARY_PATH", "")) if p
         ),
@@ -80,9 +86,17 @@ def _prepare_bundled(root: Path, cache_dir: Path) -> TritonCommand:
     return TritonCommand(root / "bin" / "tritonserver", backend_dir, env)
 
 
-def find_tritonserver(explicit: str | None = None, cache_dir: Path | None = None) -> TritonCommand:
+def find_tritonserver(
+    explicit: str | None = None, cache_dir: Path | None = None, model_python: str | Path | None = None
+) -> TritonCommand:
+    """The tritonserver to run and its environment.
+
+    model_python: the Python (same minor version as this one) whose packages the repository's Python
+    models get; default: this one.
+    """
     cache_dir = cache_dir or Path(os.environ.get("E2V_CACHE", Path.home() / ".cache" / "e2v"))
-    path = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    model_python = Path(model_python or sys.executable)
+    path = {"PATH": _path_with(model_python)}
     if explicit:
         if not Path(explicit).is_file():
             raise ServerStartError(f"--tritonserver {explicit}: no such file")
@@ -96,7 +110,7 @@ def find_tritonserver(explicit: str | None = None, cache_dir: Path | None = None
             "no tritonserver found: pass --tritonserver PATH, run inside NVIDIA's Triton container, "
             "or install nvidia-pytriton==0.7.0 (make setup does)"
         )
-    return _prepare_bundled(root, cache_dir)
+    return _prepare_bundled(root, cache_dir, model_python)
 
 
 class TritonServer:
@@ -113,6 +127,7 @@ class TritonServer:
         log_file=None,
         extra_args=(),
         ready_timeout=300.0,
+        model_python=None,
     ):
         self.model_repository = Path(model_repository).resolve()
         if not (self.model_repository / contract.ENSEMBLE_MODEL / "config.pbtxt").exists():
@@ -124,7 +139,7 @@ class TritonServer:
         self.grpc_port = grpc_port or free_port()
         self.http_port = http_port or free_port()
         self.metrics_port = metrics_port or free_port()
-        self.command = find_tritonserver(tritonserver)
+        self.command = find_tritonserver(tritonserver, model_python=model_python)
         self.log_path = Path(log_file) if log_file else None
         self.extra_args = list(extra_args)
         self.ready_timeout = ready_timeout
@@ -222,6 +237,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tritonserver", help="path of a tritonserver binary to use")
     parser.add_argument("--log-file", help="write the server's log to this file (default: this terminal)")
     parser.add_argument("--ready-timeout", type=float, default=600.0)
+    parser.add_argument(
+        "--model-python",
+        help="the python3 (for example a virtual environment's, same minor version) whose packages the "
+        "repository's Python models use; they need only numpy and onnxruntime (default: this Python)",
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -234,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
             args.tritonserver,
             args.log_file,
             ready_timeout=args.ready_timeout,
+            model_python=args.model_python,
         )
         stopping = []
 
