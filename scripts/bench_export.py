@@ -13,13 +13,13 @@ from pathlib import Path
 
 from e2v_export.checkpoint import load_checkpoint
 from e2v_export.onnx_export import export_onnx
-from e2v_export.random_checkpoint import make_test_checkpoint
+from e2v_export.random_checkpoint import SIZES, make_test_checkpoint
 from e2v_server import contract
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", default="large", choices=["tiny", "base", "large"])
+    parser.add_argument("--size", default="large", choices=SIZES)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
@@ -35,7 +35,8 @@ def main() -> None:
             for name in (contract.ENCODER_ONNX, contract.CLASSIFIER_ONNX)
         }
     print(
-        f"{'size':<8}{'params':>14}{'make ckpt s':>13}{'load s':>9}{'export s':>10}{'encoder MB':>12}{'classifier MB':>15}"
+        f"{'size':<8}{'params':>14}{'make ckpt s':>13}{'load s':>9}{'export s':>10}"
+        f"{'encoder MB':>12}{'classifier MB':>15}"
     )
     print(
         f"{args.size:<8}{params:>14,}{made - start:>13.1f}{loaded - made:>9.1f}{exported - loaded:>10.1f}"

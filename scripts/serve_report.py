@@ -16,7 +16,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 
 from e2v_export.checkpoint import load_checkpoint
-from e2v_export.random_checkpoint import make_test_checkpoint
+from e2v_export.random_checkpoint import SIZES, make_test_checkpoint
 from e2v_export.repository import write_repository
 from e2v_export.synthetic import speech_like
 from e2v_server import contract
@@ -41,7 +41,7 @@ def batch_sizes(client):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", default="base", choices=["tiny", "base", "large"])
+    parser.add_argument("--size", default="base", choices=SIZES)
     parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

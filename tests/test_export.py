@@ -81,7 +81,17 @@ def test_onnx_files_are_valid_with_dynamic_batch_and_length(tiny):
         assert [o.name for o in model.graph.output] == list(outputs)
         first = model.graph.input[0].type.tensor_type.shape.dim
         assert first[0].dim_param and first[1].dim_param  # symbolic batch and length
-    labels = (tiny.repository / contract.ENSEMBLE_MODEL / contract.LABELS_FILE).read_text("utf-8").split()
+        for tensor in [*model.graph.input, *model.graph.output]:
+            assert tensor.type.tensor_type.shape.dim[0].dim_param, f"{tensor.name}: batch axis not dynamic"
+
+
+def test_labels_reach_the_ensemble_config(tiny):
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    text = (tiny.repository / contract.ENSEMBLE_MODEL / "config.pbtxt").read_text("utf-8")
+    config = text_format.Parse(text, model_config_pb2.ModelConfig())
+    labels = config.parameters[contract.PARAM_LABELS].string_value.split(",")
     assert labels == ["angry", "disgusted", "fearful", "happy", "neutral", "other", "sad", "surprised", "unknown"]
 
 

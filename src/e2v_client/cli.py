@@ -19,30 +19,35 @@ from e2v_client.client import GRANULARITIES, Emotion2vecClient, RetryPolicy, Ser
 EXIT_OK, EXIT_SOME_FAILED, EXIT_ERROR = 0, 1, 2
 
 
-def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="e2v-client", description=__doc__.split("\n\n")[0])
-    parser.add_argument("inputs", nargs="*", help="audio files and directories (searched recursively)")
-    parser.add_argument("--files-from", metavar="LIST", help="read more inputs from LIST, one per line ('-': stdin)")
+def add_server_arguments(parser: argparse.ArgumentParser, retries: int) -> None:
+    """The options of e2v-client and e2v-web for reaching the server and writing outputs folders."""
     parser.add_argument(
         "--url",
         default="127.0.0.1:8001",
         help="Triton gRPC address, or several separated by commas: requests are spread over "
         "them and move to another when one is down (default: %(default)s)",
     )
-    parser.add_argument("--granularity", choices=GRANULARITIES, default="utterance")
-    parser.add_argument("--embedding", action="store_true", help="also write embedding.npy")
-    parser.add_argument("--output-dir", default="outputs", help="root of the outputs folders (default: %(default)s)")
-    parser.add_argument("--concurrency", type=int, default=8, help="requests in flight (default: %(default)s)")
-    parser.add_argument(
-        "--resume", action="store_true", help="skip inputs that already have a complete folder with the same settings"
-    )
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request (default: %(default)s)")
     parser.add_argument(
         "--retries",
         type=int,
-        default=4,
+        default=retries,
         help="retries of a request while the server is down or overloaded (default: %(default)s)",
     )
+    parser.add_argument("--output-dir", default="outputs", help="root of the outputs folders (default: %(default)s)")
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="e2v-client", description=__doc__.split("\n\n")[0])
+    parser.add_argument("inputs", nargs="*", help="audio files and directories (searched recursively)")
+    parser.add_argument("--files-from", metavar="LIST", help="read more inputs from LIST, one per line ('-': stdin)")
+    parser.add_argument("--granularity", choices=GRANULARITIES, default="utterance")
+    parser.add_argument("--embedding", action="store_true", help="also write embedding.npy")
+    parser.add_argument("--concurrency", type=int, default=8, help="requests in flight (default: %(default)s)")
+    parser.add_argument(
+        "--resume", action="store_true", help="skip inputs that already have a complete folder with the same settings"
+    )
+    add_server_arguments(parser, retries=4)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if not args.inputs and not args.files_from:

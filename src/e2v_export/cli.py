@@ -14,6 +14,26 @@ import sys
 from e2v_export.checkpoint import HUB_MODEL, CheckpointError
 from e2v_export.repository import FLAVOURS, RepositoryOptions, write_repository
 
+# e2v-export's numeric serving options: each sets the RepositoryOptions field of the same name
+NUMERIC_SERVING_OPTIONS = [
+    ("--max-batch-size", "largest batch of each model's dynamic batcher"),
+    ("--queue-delay-us", "dynamic batcher: longest wait to fill a batch, in microseconds"),
+    ("--preprocess-instances", "instances of the preprocess model"),
+    ("--encoder-instances", "instances of the encoder"),
+    ("--threads", "ONNX Runtime intra-op threads per encoder instance (0: one per core)"),
+    ("--max-seconds", "longest audio a request may carry; longer requests are refused"),
+    ("--pad-multiple", "preprocess pads each batch to a multiple of this many samples"),
+    (
+        "--max-padding-ratio",
+        "portable encoder: run rows in groups whose longest is at most this times the shortest "
+        "(padding is wasted compute on a CPU)",
+    ),
+]
+
+
+def _field(flag: str) -> str:
+    return flag.removeprefix("--").replace("-", "_")
+
 
 def _export_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -45,40 +65,9 @@ def _export_parser() -> argparse.ArgumentParser:
         choices=["cpu", "gpu"],
         help="encoder/classifier instances (default: cpu for portable, gpu for native)",
     )
-    serving.add_argument("--max-batch-size", type=int, default=defaults.max_batch_size)
-    serving.add_argument(
-        "--queue-delay-us",
-        type=int,
-        default=defaults.queue_delay_us,
-        help="dynamic batcher: longest wait to fill a batch, in microseconds",
-    )
-    serving.add_argument("--preprocess-instances", type=int, default=defaults.preprocess_instances)
-    serving.add_argument("--encoder-instances", type=int, default=defaults.encoder_instances)
-    serving.add_argument(
-        "--threads",
-        type=int,
-        default=defaults.threads,
-        help="ONNX Runtime intra-op threads per encoder instance (0: one per core)",
-    )
-    serving.add_argument(
-        "--max-seconds",
-        type=float,
-        default=defaults.max_seconds,
-        help="longest audio a request may carry; longer requests are refused",
-    )
-    serving.add_argument(
-        "--pad-multiple",
-        type=int,
-        default=defaults.pad_multiple,
-        help="preprocess pads each batch to a multiple of this many samples",
-    )
-    serving.add_argument(
-        "--max-padding-ratio",
-        type=float,
-        default=defaults.max_padding_ratio,
-        help="portable encoder: run rows in groups whose longest is at most this times the "
-        "shortest (padding is wasted compute on a CPU)",
-    )
+    for flag, help_text in NUMERIC_SERVING_OPTIONS:  # type and default from RepositoryOptions
+        default = getattr(defaults, _field(flag))
+        serving.add_argument(flag, type=type(default), default=default, help=f"{help_text} (default: %(default)s)")
     serving.add_argument(
         "--int8",
         action="store_true",
@@ -129,17 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     options = RepositoryOptions(
         flavour=args.flavour,
         instance_kind=args.instance_kind or ("gpu" if args.flavour == "native" else "cpu"),
-        max_batch_size=args.max_batch_size,
-        queue_delay_us=args.queue_delay_us,
-        preprocess_instances=args.preprocess_instances,
-        encoder_instances=args.encoder_instances,
-        threads=args.threads,
-        max_seconds=args.max_seconds,
-        pad_multiple=args.pad_multiple,
-        max_padding_ratio=args.max_padding_ratio,
         model_name=args.model_name,
         int8=args.int8,
         tensorrt=args.tensorrt,
+        **{_field(flag): getattr(args, _field(flag)) for flag, _ in NUMERIC_SERVING_OPTIONS},
     )
     try:
         options.check()

@@ -38,7 +38,12 @@ def _dummy_batch(seconds=(1.0, 0.6)):
     return torch.from_numpy(waveform), torch.tensor(lengths, dtype=torch.int64)
 
 
-def _export(module, args, path: Path, input_names, output_names, dynamic_axes) -> None:
+def _export(module, args, path: Path, input_names, output_names, length_axes: dict[str, str]) -> None:
+    """torch.onnx.export with a dynamic batch axis (0) on every tensor and a dynamic axis 1 on length_axes."""
+    dynamic_axes = {
+        name: {0: "batch", **({1: length_axes[name]} if name in length_axes else {})}
+        for name in (*input_names, *output_names)
+    }
     with torch.no_grad(), warnings.catch_warnings():
         # The tracer warns about Python ints taken from shapes; every shape used is symbolic.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
@@ -68,8 +73,8 @@ def export_onnx(checkpoint: LoadedCheckpoint, out_dir: str | Path, conv_as_matmu
     classifier = ClassifierGraph(checkpoint.model, checkpoint.tokens).eval()
 
     waveform, lengths = _dummy_batch()
-    wave_in, len_in = contract.ENCODER_INPUTS
-    frames_out, frame_len_out = contract.ENCODER_OUTPUTS
+    waveform_name, _ = contract.ENCODER_INPUTS
+    frames_name, _ = contract.ENCODER_OUTPUTS
     encoder_path = out_dir / contract.ENCODER_ONNX
     _export(
         encoder,
@@ -77,16 +82,11 @@ def export_onnx(checkpoint: LoadedCheckpoint, out_dir: str | Path, conv_as_matmu
         encoder_path,
         contract.ENCODER_INPUTS,
         contract.ENCODER_OUTPUTS,
-        {
-            wave_in: {0: "batch", 1: "samples"},
-            len_in: {0: "batch"},
-            frames_out: {0: "batch", 1: "frames"},
-            frame_len_out: {0: "batch"},
-        },
+        {waveform_name: "samples", frames_name: "frames"},
     )
     with torch.no_grad():
         frames, frame_lengths = encoder(waveform, lengths)
-    emb_out, scores_out, frame_scores_out, frame_emb_out, num_frames_out = contract.CLASSIFIER_OUTPUTS
+    _, _, frame_scores_name, frame_embedding_name, _ = contract.CLASSIFIER_OUTPUTS
     classifier_path = out_dir / contract.CLASSIFIER_ONNX
     _export(
         classifier,
@@ -94,15 +94,7 @@ def export_onnx(checkpoint: LoadedCheckpoint, out_dir: str | Path, conv_as_matmu
         classifier_path,
         contract.CLASSIFIER_INPUTS,
         contract.CLASSIFIER_OUTPUTS,
-        {
-            frames_out: {0: "batch", 1: "frames"},
-            frame_len_out: {0: "batch"},
-            emb_out: {0: "batch"},
-            scores_out: {0: "batch"},
-            frame_scores_out: {0: "batch", 1: "frames"},
-            frame_emb_out: {0: "batch", 1: "frames"},
-            num_frames_out: {0: "batch"},
-        },
+        {frames_name: "frames", frame_scores_name: "frames", frame_embedding_name: "frames"},
     )
 
     result = ExportResult(

@@ -18,6 +18,7 @@ import threading
 
 import numpy as np
 
+from e2v_client.cli import add_server_arguments
 from e2v_client.web.app import MB, WebApp
 from e2v_client.web.files import make_work_dir
 from e2v_client.web.page import CSS, build_page, theme
@@ -26,18 +27,10 @@ from e2v_client.web.plots import plot_scores, save_png
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="e2v-web", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--url", default="127.0.0.1:8001", help="Triton gRPC address (default: %(default)s)")
     parser.add_argument("--host", default="127.0.0.1", help="address the page binds (default: %(default)s, loopback)")
     parser.add_argument("--port", type=int, default=7860, help="port of the page (default: %(default)s)")
-    parser.add_argument("--output-dir", default="outputs", help="root of the outputs folders (default: %(default)s)")
     parser.add_argument("--max-upload-mb", type=float, default=50.0, help="largest upload in MB (default: %(default)s)")
-    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request (default: %(default)s)")
-    parser.add_argument(
-        "--retries",
-        type=int,
-        default=2,
-        help="retries of a request while the server is down or overloaded (default: %(default)s)",
-    )
+    add_server_arguments(parser, retries=2)
     args = parser.parse_args(argv)
     if args.max_upload_mb <= 0:
         parser.error("--max-upload-mb must be positive")

@@ -1,0 +1,14 @@
+"""The benchmarks behind README's Performance section, used by scripts/bench.py and scripts/load_test.py.
+
+flops        the model's analytic cost (GFLOP per utterance, per workload)
+workload     seeded speech-like utterances of 1 to 30 s, written as WAV files under the bench cache
+models       the random-weight checkpoint and the model repositories the benchmarks serve, cached
+workers      FunASR, ONNX Runtime and Triton, each timed on the workload in a process of its own
+systems      which systems one benchmark run measures, and in what order
+memory       peak memory of this process, and a process tree's memory sampled over time
+accuracy     the int8 encoder against fp32 on the workload (through e2v_export.compare)
+report       summary rows, the table, the plot and bench.json
+perf_analyzer  Triton's perf_analyzer over gRPC: its input file, its runs and its CSV
+
+Importing this package imports nothing: a worker process measures its own memory.
+"""
