@@ -32,7 +32,7 @@ import os
 import platform
 from pathlib import Path
 
-from e2v_bench import report, systems, workers
+from e2v_bench import report, systems
 from e2v_bench.accuracy import int8_accuracy
 from e2v_bench.flops import workload_gflop
 from e2v_bench.models import random_checkpoint
@@ -53,9 +53,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="8 utterances, concurrency 1 and 4")
     parser.add_argument("--out", default=str(ROOT / "bench_results"))
     parser.add_argument("--plot-only", action="store_true", help="redraw bench.png from the out folder's bench.json")
-    # one worker in this process (the workers now start as `python -m e2v_bench.workers KIND OPTIONS`)
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--worker-options", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
         args.utterances, args.concurrency = 8, [1, 4]
@@ -96,9 +93,7 @@ def run(args: argparse.Namespace) -> None:
 
 def main() -> None:
     args = parse_args()
-    if args.worker:
-        print(json.dumps(workers.run_in_this_process(args.worker, args.worker_options)))
-    elif args.plot_only:
+    if args.plot_only:
         saved = json.loads((Path(args.out) / "bench.json").read_text())
         report.plot(saved["rows"], args.concurrency, Path(args.out) / "bench.png")
     else:

@@ -59,7 +59,13 @@ class Clip:
 
 
 def pcm_to_float(samples: np.ndarray) -> np.ndarray:
-    """Integer PCM to float32 in [-1, 1) as libsndfile converts it: k / 2^(bits-1) (16-bit: k / 32768)."""
+    """Integer PCM to float32 in [-1, 1) as libsndfile converts it: k / 2^(bits-1) (16-bit: k / 32768).
+
+    Unsigned PCM (8-bit WAV) is centred first. Float samples pass through.
+    """
+    if samples.dtype.kind == "u":
+        half = 2 ** (8 * samples.dtype.itemsize - 1)
+        return ((samples.astype(np.float64) - half) / half).astype(np.float32)
     if samples.dtype.kind == "i":
         return samples.astype(np.float32) / -np.iinfo(samples.dtype).min
     return samples.astype(np.float32)
