@@ -4,6 +4,7 @@ import pickle
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -168,14 +169,89 @@ def test_mismatched_checkpoint_names_the_keys(tiny, tmp_path):
     shutil.copytree(tiny.model_dir, model_dir)
     state = torch.load(model_dir / "model.pt", weights_only=True)
     weights = state["model"]
-    weights["proj.weight"] = torch.zeros(9, 32)  # wrong shape
-    del weights["d2v_model.blocks.3.attn.qkv.bias"]  # missing
-    weights["d2v_model.surplus.weight"] = torch.zeros(1)  # unexpected
+    weights["proj.weight"] = torch.zeros(9, 32)  # wrong width
+    for key in [k for k in weights if k.startswith("d2v_model.blocks.3.")]:
+        del weights[key]  # a missing block
+    weights["d2v_model.surplus.weight"] = torch.zeros(1)  # unused: ignored, not a reason to refuse
     torch.save(state, model_dir / "model.pt")
     with pytest.raises(CheckpointError) as error:
         load_checkpoint(model_dir)
     message = str(error.value)
-    assert "proj.weight" in message and "blocks.3.attn.qkv.bias" in message and "surplus.weight" in message
+    assert "proj.weight" in message and "blocks.3.attn.qkv.bias" in message and "blocks.3.mlp" in message
+    assert "surplus" not in message
+
+
+def release_layouts(weights: dict, decoder: dict) -> dict[str, dict]:
+    """model.pt contents in the shapes a released checkpoint may have, around the same weights."""
+    adam = {
+        "state": {0: {"step": torch.tensor(1000.0), "exp_avg": torch.zeros(4), "exp_avg_sq": torch.zeros(4)}},
+        "param_groups": [{"lr": 5e-5, "betas": (0.9, 0.98), "eps": 1e-6, "weight_decay": 0.01, "params": [0]}],
+    }
+    ema = {key.removeprefix("d2v_model."): value + 0.5 for key, value in weights.items() if ".blocks.0." in key}
+    return {
+        "model": {"model": weights},
+        "flat": dict(weights),
+        "ema": {"model": {**weights, "d2v_model._ema": ema}},
+        "adam": {"model": weights, "optimizer": adam, "epoch": 40},
+        "decoder": {"model": {**weights, **decoder}},
+    }
+
+
+@pytest.mark.parametrize("layout", ["model", "flat", "ema", "adam", "decoder"])
+def test_release_layouts_load_export_and_give_funasrs_numbers(tiny, tmp_path, layout, caplog):
+    from e2v_export.checkpoint import UNUSED_MODULE_PREFIXES
+    from e2v_export.onnx_export import export_onnx
+    from e2v_export.onnx_runner import OnnxEmotion2vec
+    from e2v_export.parity import funasr_automodel
+
+    weights = torch.load(tiny.model_dir / "model.pt", weights_only=True)["model"]
+    decoder = {
+        "d2v_model." + key: torch.randn(value.shape)
+        for key, value in tiny.automodel.model.state_dict().items()
+        if key.startswith(UNUSED_MODULE_PREFIXES)
+    }
+    assert decoder  # FunASR's class builds the pre-training decoder
+    model_dir = tmp_path / layout
+    shutil.copytree(tiny.model_dir, model_dir)
+    torch.save(release_layouts(weights, decoder)[layout], model_dir / "model.pt")
+
+    with caplog.at_level("INFO", logger="e2v_export.checkpoint"):
+        checkpoint = load_checkpoint(model_dir)
+    ignored = [r.getMessage() for r in caplog.records if "ignored" in r.getMessage()]
+    expected_names = {"ema": ["d2v_model._ema (dict of"], "adam": ["optimizer (dict of", "epoch (int)"]}
+    if layout in expected_names:
+        assert len(ignored) == 1 and all(name in ignored[0] for name in expected_names[layout]), ignored
+    else:
+        assert not ignored, ignored
+
+    export_onnx(checkpoint, tmp_path / "onnx")
+    runner = OnnxEmotion2vec(tmp_path / "onnx" / contract.ENCODER_ONNX, tmp_path / "onnx" / contract.CLASSIFIER_ONNX)
+    assert_within_bounds(compare_with_funasr(funasr_automodel(model_dir), runner, speech_like(2.5, seed=8)))
+
+
+def test_unused_weights_are_counted_and_named_in_one_line(tiny, tmp_path, caplog):
+    model_dir = tmp_path / "surplus"
+    shutil.copytree(tiny.model_dir, model_dir)
+    state = torch.load(model_dir / "model.pt", weights_only=True)
+    for i in range(3):
+        state["model"][f"d2v_model.teacher.blocks.{i}.weight"] = torch.zeros(2)
+    state["model"]["d2v_model.surplus"] = torch.zeros(1)
+    torch.save(state, model_dir / "model.pt")
+    with caplog.at_level("INFO", logger="e2v_export.checkpoint"):
+        load_checkpoint(model_dir)
+    (line,) = [r.getMessage() for r in caplog.records if "ignored" in r.getMessage()]
+    assert "ignored 4 entries" in line and "d2v_model.teacher.blocks.* (3)" in line and "d2v_model.surplus" in line
+
+
+def test_a_file_without_weights_is_refused(tiny, tmp_path):
+    model_dir = tmp_path / "no_weights"
+    shutil.copytree(tiny.model_dir, model_dir)
+    torch.save({"model": {"epoch": 3}}, model_dir / "model.pt")
+    with pytest.raises(CheckpointError, match="no weights"):
+        load_checkpoint(model_dir)
+    torch.save([torch.zeros(1)], model_dir / "model.pt")
+    with pytest.raises(CheckpointError, match="not a dict of weights"):
+        load_checkpoint(model_dir)
 
 
 class NotWeights:
@@ -264,3 +340,16 @@ def test_int8_repository_quantizes_the_weight_matmuls(tiny, tmp_path):
     runner = OnnxEmotion2vec(repo / contract.ENCODER_MODEL / "1" / "model.onnx", tiny.classifier_onnx)
     result = runner.run(speech_like(3.0, seed=2))
     assert np.all(np.isfinite(result.scores)) and abs(result.scores.sum() - 1) < 1e-5
+
+
+def test_parity_report_checks_a_model_folder_on_the_users_audio(tiny):
+    # what a user with the real weights runs once: the report pointed at a checkpoint folder and their audio
+    root = Path(__file__).resolve().parents[1]
+    report = [sys.executable, root / "scripts" / "parity_report.py"]
+    done = subprocess.run(
+        [*report, "--model", tiny.model_dir, "--audio", root / "examples"], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "3 utterances: argmax agreement 100.00%" in done.stdout and "PASS" in done.stdout
+    for name in ("complaint.mp3", "good_news.ogg", "schedule.m4a"):
+        assert name in done.stdout

@@ -2,9 +2,13 @@
 
 The model is built from the checkpoint's own config.yaml by FunASR's class, and
 the weights are mapped exactly as FunASR maps them (the ``scope_map`` of the
-config, i.e. the ``d2v_model.`` prefix, then the key itself). Unlike FunASR,
-which only warns and keeps random weights, a checkpoint whose keys or shapes do
-not match is refused with a message that names them.
+config, i.e. the ``d2v_model.`` prefix, then the key itself). What the model
+does not use is ignored, as FunASR ignores it, and named in one log line: extra
+weights (a pre-training decoder), nested dicts (fairseq's EMA teacher under
+``_ema``), optimizer state beside the weights. Unlike FunASR, which only warns
+and keeps random weights, a checkpoint that misses a weight the model needs or
+holds one of the wrong shape is refused with a message that names the keys, and
+so is a file that is not a weights-only torch checkpoint.
 """
 
 from __future__ import annotations
@@ -104,7 +108,7 @@ def emotion2vec_class():
 
 
 def load_checkpoint(model: str | Path, hub: str = "ms") -> LoadedCheckpoint:
-    """Build FunASR's Emotion2vec from a model directory (or hub id) and load its weights strictly."""
+    """Build FunASR's Emotion2vec from a model directory (or hub id) and load every weight it needs."""
     Emotion2vec = emotion2vec_class()
     model_dir = resolve_model_dir(str(model), hub)
     check_model_dir(model_dir)
@@ -115,24 +119,57 @@ def load_checkpoint(model: str | Path, hub: str = "ms") -> LoadedCheckpoint:
 
     # The same constructor call FunASR's AutoModel makes: model_conf plus the vocabulary size.
     e2v = Emotion2vec(model_conf=config["model_conf"], vocab_size=len(tokens))
-    source = _read_state_dict(model_dir / "model.pt")
-    e2v.load_state_dict(_map_state_dict(e2v.state_dict(), source, config, model_dir), strict=True)
+    weights, ignored = _read_weights(model_dir / "model.pt")
+    mapped, unused = _map_weights(e2v.state_dict(), weights, config, model_dir)
+    ignored += unused
+    if ignored:
+        log.info(
+            "%s/model.pt: ignored %d entries the model does not use: %s", model_dir, len(ignored), _summarize(ignored)
+        )
+    e2v.load_state_dict(mapped, strict=True)
     e2v.eval()
     return LoadedCheckpoint(model=e2v, config=config, tokens=tokens, model_dir=model_dir)
 
 
-def _read_state_dict(path: Path) -> dict:
+def _read_weights(path: Path) -> tuple[dict, list[str]]:
+    """The tensors of a weights-only checkpoint, unwrapped as FunASR unwraps it, and the names of the
+    entries beside them that are not weights (optimizer state, nested dicts such as fairseq's _ema)."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a git-LFS pointer, a truncated download, a pickle with code in it
         raise CheckpointError(f"cannot read {path} as a weights-only torch checkpoint: {exc}") from exc
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} holds a {type(state).__name__}, not a dict of weights")
+    ignored = []
     # Unwrap the containers FunASR unwraps (fairseq keeps the weights under "model").
     for key in ("state_dict", "model_state_dict", "model"):
-        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+        if isinstance(state.get(key), dict):
+            ignored += [f"{name} ({_kind(value)})" for name, value in state.items() if name != key]
             state = state[key]
-    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
-        raise CheckpointError(f"{path} does not hold a state dict of tensors")
-    return state
+    weights = {name: value for name, value in state.items() if torch.is_tensor(value)}
+    ignored += [f"{name} ({_kind(value)})" for name, value in state.items() if not torch.is_tensor(value)]
+    if not weights:
+        raise CheckpointError(f"{path} holds no weights (tensors)")
+    return weights, ignored
+
+
+def _kind(value) -> str:
+    if isinstance(value, dict):
+        tensors = sum(torch.is_tensor(v) for v in value.values())
+        return f"dict of {len(value)}" + (f", {tensors} tensors" if tensors else "")
+    return type(value).__name__
+
+
+def _summarize(names: list[str], shown: int = 8) -> str:
+    """Names grouped by module (cut before the first layer number, at most four parts), at most `shown` items."""
+    groups: dict[str, int] = {}
+    for name in names:
+        parts = name.split(".")
+        cut = min(next((i for i, part in enumerate(parts) if part.isdigit()), len(parts)), 4)
+        group = name if cut >= len(parts) else ".".join(parts[:cut]) + ".*"
+        groups[group] = groups.get(group, 0) + 1
+    items = [group if count == 1 else f"{group} ({count})" for group, count in groups.items()]
+    return ", ".join(items[:shown]) + (f" and {len(items) - shown} more" if len(items) > shown else "")
 
 
 def _scope_prefixes(config: dict) -> list[str]:
@@ -147,7 +184,11 @@ def _scope_prefixes(config: dict) -> list[str]:
     return prefixes
 
 
-def _map_state_dict(destination: dict, source: dict, config: dict, model_dir: Path) -> dict:
+def _map_weights(destination: dict, source: dict, config: dict, model_dir: Path) -> tuple[dict, list[str]]:
+    """{model key: weight} for every key of the model, found as FunASR finds it; and the source keys not used.
+
+    Refused (CheckpointError naming the keys): a weight the model needs that is missing, or of the wrong shape.
+    """
     prefixes = _scope_prefixes(config)
     mapped, missing, wrong_shape, used = {}, [], [], set()
     for key, tensor in destination.items():
@@ -162,7 +203,6 @@ def _map_state_dict(destination: dict, source: dict, config: dict, model_dir: Pa
             wrong_shape.append(f"{source_key}: {tuple(source[source_key].shape)} != expected {tuple(tensor.shape)}")
             continue
         mapped[key] = source[source_key].to(tensor.dtype)
-    unexpected = sorted(set(source) - used)
     problems = []
     if missing:
         problems.append(
@@ -170,12 +210,8 @@ def _map_state_dict(destination: dict, source: dict, config: dict, model_dir: Pa
         )
     if wrong_shape:
         problems.append(f"shape mismatches ({len(wrong_shape)}): {'; '.join(wrong_shape[:10])}")
-    if unexpected:
-        problems.append(
-            f"unexpected keys ({len(unexpected)}): {', '.join(unexpected[:10])}{' ...' if len(unexpected) > 10 else ''}"
-        )
     if problems:
         raise CheckpointError(
             f"{model_dir}/model.pt does not match the model its config.yaml describes: " + " | ".join(problems)
         )
-    return mapped
+    return mapped, sorted(set(source) - used)
