@@ -20,9 +20,9 @@ from pathlib import Path
 from e2v_export.checkpoint import load_checkpoint
 from e2v_export.compare import UtteranceDiff, agreement
 from e2v_export.onnx_export import export_onnx
-from e2v_export.onnx_runner import OnnxEmotion2vec
 from e2v_export.parity import compare_batch_with_single, compare_with_funasr, funasr_automodel, within_bounds
 from e2v_export.random_checkpoint import SIZES, make_test_checkpoint
+from e2v_export.runner import Emotion2vecRunner
 from e2v_export.synthetic import speech_like
 from e2v_server import contract
 
@@ -40,9 +40,9 @@ def row(size: str, case: str, diff: UtteranceDiff) -> str:
     )
 
 
-def exported_runner(model_dir: Path, out: Path) -> OnnxEmotion2vec:
+def exported_runner(model_dir: Path, out: Path) -> Emotion2vecRunner:
     export_onnx(load_checkpoint(model_dir), out)
-    return OnnxEmotion2vec(out / contract.ENCODER_ONNX, out / contract.CLASSIFIER_ONNX)
+    return Emotion2vecRunner(out / contract.ENCODER_ONNX, out / contract.CLASSIFIER_ONNX)
 
 
 def check_model(model_dir: Path, audio_paths: list[str]) -> int:

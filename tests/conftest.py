@@ -16,7 +16,7 @@ class Exported:
     size: str
     model_dir: Path
     repository: Path
-    runner: object  # e2v_export.onnx_runner.OnnxEmotion2vec on the repository's ONNX files
+    runner: object  # e2v_export.runner.Emotion2vecRunner on the repository's ONNX files
     automodel: object  # funasr.AutoModel on the same checkpoint
 
     @property
@@ -30,16 +30,16 @@ class Exported:
 
 def _export(tmp_path_factory, size: str, seed: int) -> Exported:
     from e2v_export.checkpoint import load_checkpoint
-    from e2v_export.onnx_runner import OnnxEmotion2vec
     from e2v_export.parity import funasr_automodel
     from e2v_export.random_checkpoint import make_test_checkpoint
     from e2v_export.repository import write_repository
+    from e2v_export.runner import Emotion2vecRunner
 
     root = tmp_path_factory.mktemp(f"e2v_{size}")
     model_dir = make_test_checkpoint(size, seed, root / "checkpoint")
     repository = write_repository(load_checkpoint(model_dir), root / "model_repository")
     exported = Exported(size, model_dir, repository, None, funasr_automodel(model_dir))
-    exported.runner = OnnxEmotion2vec(exported.encoder_onnx, exported.classifier_onnx)
+    exported.runner = Emotion2vecRunner(exported.encoder_onnx, exported.classifier_onnx)
     return exported
 
 

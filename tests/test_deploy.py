@@ -192,7 +192,7 @@ def _third_party_imports(path: Path) -> set[str]:
             names |= {a.name.split(".")[0] for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0:
             names.add(node.module.split(".")[0])
-    ours = {"emotion2vec_contract", "triton_python_backend_utils", "__future__"}
+    ours = {"emotion2vec_contract", "emotion2vec_runtimes", "triton_python_backend_utils", "__future__"}
     return {n for n in names - ours if n not in sys.stdlib_module_names}
 
 
@@ -203,7 +203,9 @@ def test_the_image_installs_what_the_python_models_import(dockerfile):
     needed = _third_party_imports(Path(contract.__file__))  # copied beside each Python model
     for source in set(python_models(FLAVOUR[dockerfile]).values()):
         needed |= _third_party_imports(TRITON_MODELS / source)
-    assert needed == ({"numpy"} if dockerfile == GPU_DOCKERFILE else {"numpy", "onnxruntime"})
+    if dockerfile == CPU_DOCKERFILE:  # copied beside the portable encoder and classifier
+        needed |= _third_party_imports(TRITON_MODELS / "runtimes.py")
+    assert needed == ({"numpy"} if dockerfile == GPU_DOCKERFILE else {"numpy", "onnxruntime", "openvino"})
     installed = pip_requirements(dockerfile)
     assert needed <= set(installed), f"{dockerfile.name} lacks {needed - set(installed)}"
     assert "torch" not in installed and "funasr" not in installed

@@ -98,8 +98,8 @@ def test_labels_reach_the_ensemble_config(tiny):
 
 def test_unused_labels_are_masked_as_funasr_masks_them(tiny, tmp_path):
     from e2v_export.onnx_export import export_onnx
-    from e2v_export.onnx_runner import OnnxEmotion2vec
     from e2v_export.parity import funasr_automodel
+    from e2v_export.runner import Emotion2vecRunner
 
     model_dir = tmp_path / "old_tokens"
     shutil.copytree(tiny.model_dir, model_dir)
@@ -116,7 +116,7 @@ def test_unused_labels_are_masked_as_funasr_masks_them(tiny, tmp_path):
     ]
     (model_dir / "tokens.txt").write_text("\n".join(old_tokens) + "\n", "utf-8")
     export_onnx(load_checkpoint(model_dir), tmp_path / "onnx")
-    runner = OnnxEmotion2vec(tmp_path / "onnx" / contract.ENCODER_ONNX, tmp_path / "onnx" / contract.CLASSIFIER_ONNX)
+    runner = Emotion2vecRunner(tmp_path / "onnx" / contract.ENCODER_ONNX, tmp_path / "onnx" / contract.CLASSIFIER_ONNX)
     audio = speech_like(2.0, seed=5)
     ours = runner.run(audio)
     ref = funasr_reference(funasr_automodel(model_dir), audio)  # FunASR leaves the unused labels out
@@ -201,8 +201,8 @@ def release_layouts(weights: dict, decoder: dict) -> dict[str, dict]:
 def test_release_layouts_load_export_and_give_funasrs_numbers(tiny, tmp_path, layout, caplog):
     from e2v_export.checkpoint import UNUSED_MODULE_PREFIXES
     from e2v_export.onnx_export import export_onnx
-    from e2v_export.onnx_runner import OnnxEmotion2vec
     from e2v_export.parity import funasr_automodel
+    from e2v_export.runner import Emotion2vecRunner
 
     weights = torch.load(tiny.model_dir / "model.pt", weights_only=True)["model"]
     decoder = {
@@ -225,7 +225,7 @@ def test_release_layouts_load_export_and_give_funasrs_numbers(tiny, tmp_path, la
         assert not ignored, ignored
 
     export_onnx(checkpoint, tmp_path / "onnx")
-    runner = OnnxEmotion2vec(tmp_path / "onnx" / contract.ENCODER_ONNX, tmp_path / "onnx" / contract.CLASSIFIER_ONNX)
+    runner = Emotion2vecRunner(tmp_path / "onnx" / contract.ENCODER_ONNX, tmp_path / "onnx" / contract.CLASSIFIER_ONNX)
     assert_within_bounds(compare_with_funasr(funasr_automodel(model_dir), runner, speech_like(2.5, seed=8)))
 
 
@@ -316,10 +316,10 @@ def test_cli_writes_a_repository(tiny, tmp_path):
 def test_conv_front_end_as_matmuls_matches_funasr(tiny, tmp_path):
     # The int8 export runs the conv front-end as MatMuls; in fp32 it must still be FunASR's answer.
     from e2v_export.onnx_export import export_onnx
-    from e2v_export.onnx_runner import OnnxEmotion2vec
+    from e2v_export.runner import Emotion2vecRunner
 
     export_onnx(load_checkpoint(tiny.model_dir), tmp_path, conv_as_matmul=True)
-    runner = OnnxEmotion2vec(tmp_path / contract.ENCODER_ONNX, tmp_path / contract.CLASSIFIER_ONNX)
+    runner = Emotion2vecRunner(tmp_path / contract.ENCODER_ONNX, tmp_path / contract.CLASSIFIER_ONNX)
     for seconds in (0.5, 7.0):
         row = compare_with_funasr(tiny.automodel, runner, speech_like(seconds, seed=31))
         assert within_bounds(row), row
@@ -328,16 +328,16 @@ def test_conv_front_end_as_matmuls_matches_funasr(tiny, tmp_path):
 
 
 def test_int8_repository_quantizes_the_weight_matmuls(tiny, tmp_path):
-    from e2v_export.onnx_runner import OnnxEmotion2vec
     from e2v_export.repository import RepositoryOptions, write_repository
+    from e2v_export.runner import Emotion2vecRunner
 
-    repo = write_repository(load_checkpoint(tiny.model_dir), tmp_path / "repo", RepositoryOptions(int8=True))
+    repo = write_repository(load_checkpoint(tiny.model_dir), tmp_path / "repo", RepositoryOptions(precision="int8"))
     encoder = onnx.load(str(repo / contract.ENCODER_MODEL / "1" / "model.onnx"))
     ops = [node.op_type for node in encoder.graph.node]
     # 12 blocks x (qkv, out, fc1, fc2) + projection + conv taps of layers 1-6 (3, 3, 3, 3, 2, 2)
     assert ops.count("MatMulInteger") == 12 * 4 + 1 + 16
     assert 'string_value: "int8"' in (repo / contract.ENSEMBLE_MODEL / "config.pbtxt").read_text()
-    runner = OnnxEmotion2vec(repo / contract.ENCODER_MODEL / "1" / "model.onnx", tiny.classifier_onnx)
+    runner = Emotion2vecRunner(repo / contract.ENCODER_MODEL / "1" / "model.onnx", tiny.classifier_onnx)
     result = runner.run(speech_like(3.0, seed=2))
     assert np.all(np.isfinite(result.scores)) and abs(result.scores.sum() - 1) < 1e-5
 

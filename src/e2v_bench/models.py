@@ -37,16 +37,17 @@ def export_repository(model_dir: Path, out: Path, int8: bool, **options) -> Path
     if marker.exists() and marker.read_text() == wanted:
         return out
     shutil.rmtree(out, ignore_errors=True)
-    write_repository(load_checkpoint(model_dir), out, RepositoryOptions(int8=int8, **options))
+    precision = "int8" if int8 else "fp32"
+    write_repository(load_checkpoint(model_dir), out, RepositoryOptions(precision=precision, **options))
     marker.write_text(wanted)
     return out
 
 
 def onnx_runner(repository: Path):
     """A repository's encoder and classifier ONNX files run by ONNX Runtime in this process."""
-    from e2v_export.onnx_runner import OnnxEmotion2vec
+    from e2v_export.runner import Emotion2vecRunner
 
     def onnx_file(model: str) -> Path:
         return Path(repository) / model / "1" / contract.ONNX_FILE
 
-    return OnnxEmotion2vec(onnx_file(contract.ENCODER_MODEL), onnx_file(contract.CLASSIFIER_MODEL))
+    return Emotion2vecRunner(onnx_file(contract.ENCODER_MODEL), onnx_file(contract.CLASSIFIER_MODEL))

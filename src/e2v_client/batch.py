@@ -74,7 +74,7 @@ async def score_clip(
         options.granularity,
         options.embedding,
         source,
-        info.name,
+        info.description,
         info.random_weights,
         info.frames_per_second,
     )

@@ -57,7 +57,13 @@ class ModelInfo:
     frames_per_second: float
     max_seconds: float
     random_weights: bool
-    precision: str = "fp32"
+    precision: str = "fp32"  # the encoder's
+    runtime: str = "onnxruntime"  # the encoder's (portable flavour)
+
+    @property
+    def description(self) -> str:
+        """What scored a clip, as result.json's "model" says it: name, runtime and precision."""
+        return f"{self.name} ({self.runtime} {self.precision})"
 
     @classmethod
     def from_config(cls, config: dict) -> ModelInfo:
@@ -72,6 +78,7 @@ class ModelInfo:
                 max_seconds=float(params[contract.PARAM_MAX_SECONDS]),
                 random_weights=params.get(contract.PARAM_RANDOM_WEIGHTS) == "true",
                 precision=params.get(contract.PARAM_PRECISION, "fp32"),
+                runtime=params.get(contract.PARAM_RUNTIME, "onnxruntime"),
             )
         except KeyError as exc:
             raise ServerError(

@@ -38,7 +38,7 @@ def result_json(
     scored_at: datetime,
     clip: Clip,
     source: str | None,
-    model_name: str,
+    model: str,
     random_weights: bool,
     frames_per_second: float,
 ) -> dict:
@@ -56,7 +56,7 @@ def result_json(
         # extras (allowed by the spec)
         "source_file": source,
         "duration": round(clip.seconds, 3),
-        "model": model_name,
+        "model": model,  # name (runtime precision)
     }
     if granularity == "frame":
         result["utterance_scores"] = as_dict(prediction.scores)
@@ -75,7 +75,7 @@ def write_folder(
     granularity: str,
     embedding: bool,
     source: str | None,
-    model_name: str,
+    model: str,
     random_weights: bool = False,
     frames_per_second: float = 50.0,
 ) -> Path:
@@ -89,9 +89,7 @@ def write_folder(
         if embedding:
             array = prediction.embedding if granularity == "utterance" else prediction.frame_embedding
             np.save(staging / EMBEDDING_FILE, np.asarray(array, dtype=np.float32))
-        result = result_json(
-            prediction, granularity, scored_at, clip, source, model_name, random_weights, frames_per_second
-        )
+        result = result_json(prediction, granularity, scored_at, clip, source, model, random_weights, frames_per_second)
         (staging / RESULT_FILE).write_text(json.dumps(result, ensure_ascii=False, indent=2), "utf-8")
         return _publish(staging, root, scored_at)
     except BaseException:

@@ -12,7 +12,10 @@ import logging
 import sys
 
 from e2v_export.checkpoint import HUB_MODEL, CheckpointError
+from e2v_export.cpu import CpuInfo, choose_encoder
+from e2v_export.evaluate import evaluate
 from e2v_export.repository import FLAVOURS, RepositoryOptions, write_repository
+from e2v_server.triton_models.runtimes import PRECISIONS, RUNTIMES
 
 # e2v-export's numeric serving options: each sets the RepositoryOptions field of the same name
 NUMERIC_SERVING_OPTIONS = [
@@ -69,10 +72,25 @@ def _export_parser() -> argparse.ArgumentParser:
         default = getattr(defaults, _field(flag))
         serving.add_argument(flag, type=type(default), default=default, help=f"{help_text} (default: %(default)s)")
     serving.add_argument(
-        "--int8",
-        action="store_true",
-        help="int8 dynamic quantization of the encoder's weight matrices (faster on CPU; "
-        "its accuracy cost is measured by scripts/bench.py)",
+        "--runtime",
+        choices=("auto", *RUNTIMES),
+        default="auto",
+        help="the encoder's runtime in the portable flavour (auto: openvino for bf16, else onnxruntime)",
+    )
+    serving.add_argument(
+        "--precision",
+        choices=("auto", *PRECISIONS),
+        default="auto",
+        help="the encoder's precision. auto: the fastest whose accuracy bar holds on this CPU (bf16 where it "
+        "has native bf16, else fp32); fp32: exact parity with FunASR; int8: dynamic quantization of the weight "
+        "matrices (onnxruntime; its accuracy cost is measured by --evaluate and scripts/bench.py)",
+    )
+    serving.add_argument(
+        "--evaluate",
+        metavar="AUDIO",
+        nargs="+",
+        help="before writing the repository, print the accuracy cost of the chosen precision against fp32 "
+        "on these audio files or folders (your own audio)",
     )
     serving.add_argument(
         "--tensorrt",
@@ -119,13 +137,19 @@ def main(argv: list[str] | None = None) -> int:
         flavour=args.flavour,
         instance_kind=args.instance_kind or ("gpu" if args.flavour == "native" else "cpu"),
         model_name=args.model_name,
-        int8=args.int8,
         tensorrt=args.tensorrt,
         **{_field(flag): getattr(args, _field(flag)) for flag, _ in NUMERIC_SERVING_OPTIONS},
     )
     try:
+        cpu = CpuInfo.this_machine()
+        cpu_instances = options.flavour == "portable" and options.instance_kind == "cpu"
+        options.runtime, options.precision = choose_encoder(cpu, args.runtime, args.precision, cpu_instances)
         options.check()
+        print(f"e2v-export: {cpu.describe()}")
+        print(f"e2v-export: the encoder will run in {options.runtime} at {options.precision}")
         checkpoint = load_checkpoint(args.model, hub=args.hub)
+        if args.evaluate:
+            print(evaluate(checkpoint, options, args.evaluate))
         repository = write_repository(checkpoint, args.out, options)
     except (CheckpointError, NotImplementedError, ValueError, RuntimeError) as exc:
         print(f"e2v-export: error: {exc}", file=sys.stderr)

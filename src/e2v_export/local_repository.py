@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 from e2v_export.checkpoint import HUB_MODEL, CheckpointError, LoadedCheckpoint, load_checkpoint
-from e2v_export.repository import code_fingerprint, read_stamp, write_repository
+from e2v_export.cpu import CpuInfo, choose_encoder
+from e2v_export.repository import RepositoryOptions, code_fingerprint, read_stamp, write_repository
 from e2v_server import contract
 
 
@@ -30,8 +31,9 @@ def ensure_repository(repository: Path, cache: Path) -> None:
     if not model and stamp and Path(stamp["checkpoint"]).is_dir():
         model = stamp["checkpoint"]  # the checkpoint the stale repository came from
     checkpoint = load_checkpoint(model) if model else hub_or_random_checkpoint(cache)
-    print(f"run: exporting {checkpoint.model_dir} to {repository} ...", flush=True)
-    write_repository(checkpoint, repository)
+    runtime, precision = choose_encoder(CpuInfo.this_machine())  # the fastest that holds its accuracy bar here
+    print(f"run: exporting {checkpoint.model_dir} to {repository} (encoder: {runtime} {precision}) ...", flush=True)
+    write_repository(checkpoint, repository, RepositoryOptions(runtime=runtime, precision=precision))
 
 
 def hub_or_random_checkpoint(cache: Path) -> LoadedCheckpoint:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from e2v_export.compare import UtteranceDiff, UtteranceResult, compare
-from e2v_export.onnx_runner import OnnxEmotion2vec
+from e2v_export.runner import Emotion2vecRunner
 from e2v_server.contract import SAMPLE_RATE
 
 # The bounds the export must meet (issue #2).
@@ -62,11 +62,11 @@ def funasr_reference(automodel, waveform: np.ndarray) -> UtteranceResult:
     return UtteranceResult(np.array(utterance["scores"]), utterance["feats"], frame["feats"], frame_scores)
 
 
-def compare_with_funasr(automodel, runner: OnnxEmotion2vec, waveform: np.ndarray) -> UtteranceDiff:
+def compare_with_funasr(automodel, runner: Emotion2vecRunner, waveform: np.ndarray) -> UtteranceDiff:
     return compare(runner.run(waveform), funasr_reference(automodel, waveform), len(waveform) / SAMPLE_RATE)
 
 
-def compare_batch_with_single(runner: OnnxEmotion2vec, waveforms: list[np.ndarray]) -> list[UtteranceDiff]:
+def compare_batch_with_single(runner: Emotion2vecRunner, waveforms: list[np.ndarray]) -> list[UtteranceDiff]:
     """Each utterance of one padded batch against the same utterance run alone."""
     batched = runner.run_batch(waveforms)
     return [

@@ -34,11 +34,14 @@ from e2v_export.onnx_export import export_onnx
 from e2v_export.quantize import quantize_encoder
 from e2v_export.tensorrt import ProfileOptions, build_repository_engines
 from e2v_server import contract
+from e2v_server.triton_models import runtimes
 
 # Config templates and Python models, shipped as package data of e2v_server.
 TRITON_MODELS = Path(e2v_server.__file__).resolve().parent / "triton_models"
-# The contract is copied beside each Python model under a name no installed package takes.
+# Copied beside each Python model under names no installed package takes: the contract, and for the
+# encoder and classifier the runtimes module ({copy: source in e2v_server}).
 CONTRACT_COPY = "emotion2vec_contract.py"
+RUNTIMES_COPY = "emotion2vec_runtimes.py"
 FLAVOURS = ("portable", "native")
 STAMP_FILE = "export_stamp.json"  # in the ensemble's folder: which code and checkpoint wrote the repository
 
@@ -79,7 +82,9 @@ class RepositoryOptions:
     max_padding_ratio: float = 1.25
     model_name: str = ""  # reported to clients; default: the checkpoint folder's name
     tensorrt: bool = False  # native: build TensorRT engines (model.plan) here and serve them as tensorrt_plan
-    int8: bool = False  # dynamically quantized encoder weights (see quantize.py); fp32 otherwise
+    # The encoder's runtime and precision (portable flavour); the small classifier stays fp32 in ONNX Runtime.
+    runtime: str = "onnxruntime"  # or openvino
+    precision: str = "fp32"  # exact parity with FunASR; bf16 (OpenVINO, CPUs with native bf16); int8 (quantize.py)
 
     def check(self) -> None:
         if self.flavour not in FLAVOURS:
@@ -92,10 +97,19 @@ class RepositoryOptions:
             raise ValueError("max_seconds is shorter than one frame")
         if self.tensorrt and (self.flavour != "native" or self.instance_kind != "gpu"):
             raise ValueError("TensorRT engines need the native flavour with GPU instances")
-        if self.tensorrt and self.int8:
-            raise ValueError(
-                "TensorRT engines are built from the fp32 ONNX files: --int8 and --tensorrt exclude each other"
-            )
+        self.check_runtime()
+
+    def check_runtime(self) -> None:
+        if self.runtime not in runtimes.RUNTIMES or self.precision not in runtimes.PRECISIONS:
+            raise ValueError(f"runtime must be one of {runtimes.RUNTIMES}, precision one of {runtimes.PRECISIONS}")
+        if self.precision == "bf16" and self.runtime != "openvino":
+            raise ValueError("bf16 runs in OpenVINO (ONNX Runtime has no bf16 CPU kernels): use --runtime openvino")
+        if self.runtime == "openvino" and (self.flavour != "portable" or self.instance_kind != "cpu"):
+            raise ValueError("the openvino runtime serves CPU instances of the portable flavour")
+        if self.runtime == "openvino" and self.precision == "int8":
+            raise ValueError("int8 runs in ONNX Runtime (dynamic quantization): use --runtime onnxruntime")
+        if self.tensorrt and self.precision != "fp32":
+            raise ValueError("TensorRT engines are built from the fp32 ONNX files: use --precision fp32")
 
 
 def template_values(
@@ -140,6 +154,7 @@ def template_values(
         "PARAM_MODEL_NAME": contract.PARAM_MODEL_NAME,
         "PARAM_RANDOM_WEIGHTS": contract.PARAM_RANDOM_WEIGHTS,
         "PARAM_PRECISION": contract.PARAM_PRECISION,
+        "PARAM_RUNTIME": contract.PARAM_RUNTIME,
         "PARAM_PAD_MULTIPLE": contract.PARAM_PAD_MULTIPLE,
         "PARAM_THREADS": contract.PARAM_THREADS,
         "PARAM_MAX_PADDING_RATIO": contract.PARAM_MAX_PADDING_RATIO,
@@ -155,7 +170,8 @@ def template_values(
         "frames_per_second": f"{contract.FRAMES_PER_SECOND:g}",
         "model_name": model_name,
         "random_weights": "true" if random_weights else "false",
-        "precision": "int8" if options.int8 else "fp32",
+        "precision": options.precision,
+        "runtime": options.runtime,
         "frame_window": contract.FRAME_RECEPTIVE_FIELD,
         "frame_hop": contract.FRAME_HOP,
         # serving options
@@ -195,7 +211,7 @@ def python_models(flavour: str) -> dict[str, str]:
     """{model: the file in triton_models/ that is its model.py} for the models that run in the Python backend."""
     models = {contract.PREPROCESS_MODEL: "preprocess.py"}
     if flavour == "portable":
-        models |= {contract.ENCODER_MODEL: "onnx_model.py", contract.CLASSIFIER_MODEL: "onnx_model.py"}
+        models |= {contract.ENCODER_MODEL: "runtime_model.py", contract.CLASSIFIER_MODEL: "runtime_model.py"}
     return models
 
 
@@ -205,12 +221,30 @@ def write_python_models(out: Path, flavour: str) -> None:
     for model in (contract.PREPROCESS_MODEL, contract.ENCODER_MODEL, contract.CLASSIFIER_MODEL):
         version_dir = out / model / "1"
         version_dir.mkdir(parents=True, exist_ok=True)
-        if model in python:
-            shutil.copy(TRITON_MODELS / python[model], version_dir / "model.py")
-            shutil.copy(contract.__file__, version_dir / CONTRACT_COPY)
-        else:  # a native model must not carry Python-backend code from an earlier portable export
-            for name in ("model.py", CONTRACT_COPY):
+        copies = {"model.py": TRITON_MODELS / python[model]} if model in python else {}
+        if copies:
+            copies[CONTRACT_COPY] = Path(contract.__file__)
+        if model != contract.PREPROCESS_MODEL and copies:
+            copies[RUNTIMES_COPY] = Path(runtimes.__file__)
+        for name in ("model.py", CONTRACT_COPY, RUNTIMES_COPY):
+            if name in copies:
+                shutil.copy(copies[name], version_dir / name)
+            else:  # nothing left from an earlier export of another flavour
                 (version_dir / name).unlink(missing_ok=True)
+
+
+def export_models(checkpoint: LoadedCheckpoint, precision: str, out_dir: Path) -> dict[str, Path]:
+    """The encoder's and the classifier's ONNX files for the encoder's `precision`, in out_dir: {model: file}.
+
+    fp32 and bf16 share the fp32 file (bf16 is the runtime's inference precision); int8 quantizes it.
+    """
+    int8 = precision == "int8"
+    result = export_onnx(checkpoint, out_dir, conv_as_matmul=int8)
+    encoder = result.encoder_path
+    if int8:
+        encoder = out_dir / f"int8.{contract.ENCODER_ONNX}"
+        quantize_encoder(result.encoder_path, encoder)
+    return {contract.ENCODER_MODEL: encoder, contract.CLASSIFIER_MODEL: result.classifier_path}
 
 
 def write_repository(checkpoint: LoadedCheckpoint, out: str | Path, options: RepositoryOptions | None = None) -> Path:
@@ -227,17 +261,10 @@ def write_repository(checkpoint: LoadedCheckpoint, out: str | Path, options: Rep
     configs = render_configs(options, values)
 
     with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as tmp:
-        result = export_onnx(checkpoint, tmp, conv_as_matmul=options.int8)
-        for model, onnx_file in (
-            (contract.ENCODER_MODEL, result.encoder_path),
-            (contract.CLASSIFIER_MODEL, result.classifier_path),
-        ):
+        for model, path in export_models(checkpoint, options.precision, Path(tmp)).items():
             version_dir = out / model / "1"
             version_dir.mkdir(parents=True, exist_ok=True)
-            if options.int8 and model == contract.ENCODER_MODEL:
-                quantize_encoder(onnx_file, version_dir / contract.ONNX_FILE)
-            else:
-                os.replace(onnx_file, version_dir / contract.ONNX_FILE)
+            os.replace(path, version_dir / contract.ONNX_FILE)
     (out / contract.ENSEMBLE_MODEL / "1").mkdir(parents=True, exist_ok=True)
 
     if options.tensorrt:  # model.plan beside each model.onnx, before the configs that name them

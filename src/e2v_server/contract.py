@@ -65,7 +65,8 @@ PARAM_FRAMES_PER_SECOND = "frames_per_second"
 PARAM_MAX_SECONDS = "max_seconds"
 PARAM_MODEL_NAME = "model_name"
 PARAM_RANDOM_WEIGHTS = "random_weights"  # "true" for test checkpoints: predictions are meaningless
-PARAM_PRECISION = "precision"  # "fp32", or "int8" for the quantized encoder
+PARAM_PRECISION = "precision"  # the encoder's: fp32, bf16 or int8 (also in the portable encoder's config)
+PARAM_RUNTIME = "runtime"  # the encoder's: onnxruntime or openvino (also in the portable models' configs)
 # Serving settings, carried as string parameters of the Python models' configs.
 PARAM_PAD_MULTIPLE = "pad_to_multiple_of_samples"  # preprocess: padded batch length, a multiple of this
 PARAM_THREADS = "intra_op_threads"  # portable encoder/classifier: ONNX Runtime threads (0: one per core)
@@ -80,7 +81,14 @@ ENCODER_ONNX = "encoder.onnx"
 CLASSIFIER_ONNX = "classifier.onnx"
 # Files in a model's version folder (model_repository/<model>/1/).
 ONNX_FILE = "model.onnx"
+OPENVINO_FILE = "model.xml"  # OpenVINO IR (with model.bin beside it)
 PLAN_FILE = "model.plan"  # TensorRT engine (native flavour with --tensorrt)
+
+
+def model_file(version_dir: Path, runtime: str) -> Path:
+    """The file a runtime opens in a model's version folder: OpenVINO's IR if there is one, else the ONNX file."""
+    ir = Path(version_dir) / OPENVINO_FILE
+    return ir if runtime == "openvino" and ir.exists() else Path(version_dir) / ONNX_FILE
 
 
 def string_parameters(config: dict) -> dict[str, str]:

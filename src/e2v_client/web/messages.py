@@ -23,7 +23,7 @@ def server_error_html(url: str, error: str | None) -> str:
 
 def model_html(info: ModelInfo, url: str, max_upload_mb: float, output_dir: Path) -> str:
     text = (
-        f'<div class="e2v-box e2v-info" id="e2v-model">Model <b>{html.escape(info.name)}</b> at '
+        f'<div class="e2v-box e2v-info" id="e2v-model">Model <b>{html.escape(info.description)}</b> at '
         f"<code>{html.escape(url)}</code> · {len(info.labels)} labels: "
         f"{html.escape(', '.join(info.labels))} · {info.frames_per_second:g} frames/s · clips longer than "
         f"{info.max_seconds:g} s are scored in windows of at most {info.max_seconds:g} s · uploads up to "

@@ -1,12 +1,12 @@
-"""Triton Python model that runs an exported ONNX file with ONNX Runtime (the portable flavour).
+"""Triton Python model that runs the exported encoder or classifier in ONNX Runtime or OpenVINO (portable flavour).
 
 e2v-export copies this file as model.py into the encoder's and the classifier's
-version folders, with model.onnx and emotion2vec_contract.py beside it: it
-stands alone in any Triton whose Python has numpy and onnxruntime, including the
-pip-installed server, which has only the Python backend. Tensor names and
-settings come from the model's config.pbtxt: the first input has a length axis
-(axis 1), the second holds each row's length; the outputs are those of the ONNX
-file.
+version folders, with the model file and emotion2vec_contract.py and
+emotion2vec_runtimes.py beside it: it stands alone in any Triton whose Python has
+numpy and the runtime, including the pip-installed server, which has only the
+Python backend. The runtime, precision, threads and tensor names come from the
+model's config.pbtxt: the first input has a length axis (axis 1), the second
+holds each row's length; the outputs are those of the model file.
 
 The inputs are marked allow_ragged_batch, so one execute() may get requests of
 any lengths. On a CPU, padding is pure waste (a 1 s utterance padded to 30 s
@@ -21,20 +21,9 @@ import json
 from pathlib import Path
 
 import emotion2vec_contract as contract
+import emotion2vec_runtimes as runtimes
 import numpy as np
-import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
-
-
-def execution_providers(instance_kind: str, device_id: int) -> list:
-    """TensorRT, then CUDA, for GPU instances when this onnxruntime has them; the CPU always last."""
-    providers = []
-    if instance_kind == "GPU":
-        available = ort.get_available_providers()
-        for name in ("TensorrtExecutionProvider", "CUDAExecutionProvider"):
-            if name in available:
-                providers.append((name, {"device_id": device_id}))
-    return providers + ["CPUExecutionProvider"]
 
 
 class TritonPythonModel:
@@ -48,14 +37,13 @@ class TritonPythonModel:
         self.max_padding_ratio = float(params[contract.PARAM_MAX_PADDING_RATIO])
         self.max_group = max(1, int(config.get("max_batch_size", 1)))
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = int(params[contract.PARAM_THREADS])
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        path = Path(args["model_repository"]) / args["model_version"] / contract.ONNX_FILE
-        providers = execution_providers(args["model_instance_kind"], int(args["model_instance_device_id"]))
-        self.session = ort.InferenceSession(str(path), options, providers=providers)
-        self.sequence_outputs = {o.name for o in self.session.get_outputs() if len(o.shape) >= 3}
+        runtime, precision = params[contract.PARAM_RUNTIME], params[contract.PARAM_PRECISION]
+        version_dir = Path(args["model_repository"]) / args["model_version"]
+        path = contract.model_file(version_dir, runtime)
+        gpu = int(args["model_instance_device_id"]) if args["model_instance_kind"] == "GPU" else None
+        # refuses, and so fails the model's loading, when the runtime would not run the precision asked for
+        self.session = runtimes.open_model(path, runtime, precision, int(params[contract.PARAM_THREADS]), gpu)
+        self.sequence_outputs = self.session.sequence_outputs
 
     def execute(self, requests):
         rows, real_lengths, owners = [], [], []  # one entry per utterance; owners: (request, padded length)
@@ -84,9 +72,9 @@ class TritonPythonModel:
         for group in contract.length_groups([len(row) for row in rows], self.max_padding_ratio, self.max_group):
             batch, _ = contract.pad_rows([rows[i] for i in group])
             lengths = np.array([real_lengths[i] for i in group], dtype=np.int64)
-            values = self.session.run(self.output_names, {self.sequence_name: batch, self.lengths_name: lengths})
+            values = self.session.run({self.sequence_name: batch, self.lengths_name: lengths})
             for k, i in enumerate(group):
-                results[i] = {name: value[k] for name, value in zip(self.output_names, values, strict=True)}
+                results[i] = {name: value[k] for name, value in zip(self.session.output_names, values, strict=True)}
         return results
 
     def response(self, mine: list, owners: list, results: list):

@@ -1,0 +1,99 @@
+"""What this CPU runs natively, read from /proc/cpuinfo: which precisions are fast, and the machine's peak.
+
+A precision the CPU has no instructions for is not faster, it is emulated or silently run as fp32:
+bf16 needs AVX512_BF16 or AMX-BF16 dot products, and int8 is four times fp32 only with VNNI
+(AVX512_VNNI, AVX-VNNI or AMX-INT8); plain AVX2 multiplies 8-bit pairs into 16 bits, about twice fp32.
+
+Peak arithmetic, the nominal figure a benchmark's GFLOP/s are judged against: cores x FLOP per cycle
+x clock. A core with FMA does 32 fp32 FLOP per cycle (two 256-bit FMA pipes, or AMD's AVX-512 on
+256-bit units); an Intel core with AVX-512 does 64 (two 512-bit FMA units).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+# the flags a benchmark prints above its table
+REPORTED_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8")
+
+
+@dataclass(frozen=True)
+class CpuInfo:
+    model: str
+    vendor: str
+    cores: int  # cores this process may use
+    ghz: float  # the clock /proc/cpuinfo reports (0 if unknown)
+    flags: frozenset[str]
+
+    @classmethod
+    def this_machine(cls, cpuinfo: str | None = None) -> CpuInfo:
+        text = Path("/proc/cpuinfo").read_text() if cpuinfo is None else cpuinfo
+        fields: dict[str, str] = {}
+        for line in text.splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())  # the first processor's
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return cls(
+            model=fields.get("model name", "unknown"),
+            vendor=fields.get("vendor_id", "unknown"),
+            cores=cores,
+            ghz=float(fields.get("cpu MHz", 0) or 0) / 1000,
+            flags=frozenset(fields.get("flags", "").split()),
+        )
+
+    @property
+    def bf16(self) -> bool:
+        """Native bf16 dot products: OpenVINO's bf16 inference precision is real, not fp32."""
+        return any(flag in self.flags for flag in BF16_FLAGS)
+
+    @property
+    def vnni(self) -> bool:
+        return any(flag in self.flags for flag in VNNI_FLAGS)
+
+    @property
+    def fp32_flops_per_cycle(self) -> int:
+        if "avx512f" in self.flags and self.vendor == "GenuineIntel":
+            return 64
+        if "fma" in self.flags:
+            return 32
+        return 8  # SSE: four-wide multiply and add
+
+    def peak_gflops(self, precision: str = "fp32") -> float:
+        """Nominal peak of all cores at `precision` (fp32, bf16 or int8), in GFLOP/s (int8: GOP/s)."""
+        fp32 = self.cores * self.fp32_flops_per_cycle * self.ghz
+        factor = {"fp32": 1, "bf16": 2 if self.bf16 else 1, "int8": 4 if self.vnni else 2}[precision]
+        return fp32 * factor
+
+    def describe(self) -> str:
+        present = [flag for flag in REPORTED_FLAGS if flag in self.flags]
+        return (
+            f"{self.model} ({self.vendor}), {self.cores} cores at {self.ghz:.2f} GHz; flags: {' '.join(present)}; "
+            f"peak fp32 {self.peak_gflops('fp32'):.0f}, bf16 {self.peak_gflops('bf16'):.0f}, "
+            f"int8 {self.peak_gflops('int8'):.0f} GFLOP/s"
+        )
+
+
+def choose_encoder(
+    cpu: CpuInfo, runtime: str = "auto", precision: str = "auto", cpu_instances: bool = True
+) -> tuple[str, str]:
+    """The encoder's (runtime, precision) for this CPU; "auto" picks the fastest whose accuracy bar holds.
+
+    cpu_instances: False for GPU instances and the native flavour, whose auto is fp32 in ONNX Runtime.
+    bf16 in OpenVINO where the CPU has native bf16 (per-frame cosine >= 0.9999 against fp32); else fp32
+    in ONNX Runtime, at exact parity with FunASR. int8 is never a default: on random weights it misses
+    its bar (argmax agreement >= 98 %). bf16 is refused where the CPU would silently run it as fp32.
+    """
+    if precision == "auto":
+        precision = "bf16" if cpu_instances and cpu.bf16 and runtime in ("auto", "openvino") else "fp32"
+    if runtime == "auto":
+        runtime = "openvino" if precision == "bf16" else "onnxruntime"
+    if precision == "bf16" and not cpu.bf16:
+        raise ValueError(
+            f"this CPU has no native bf16 ({' or '.join(BF16_FLAGS)}): OpenVINO would run bf16 as fp32. "
+            "Use --precision fp32 (or int8), or export on a machine of the serving type."
+        )
+    return runtime, precision

@@ -1,0 +1,96 @@
+"""Open an exported model in ONNX Runtime or OpenVINO, at the precision the export chose.
+
+Imports only numpy; a runtime is imported when a model is opened with it. e2v-export copies this
+file beside the portable encoder's and classifier's model.py (as emotion2vec_runtimes.py); the export
+and the benchmarks import it as e2v_server.triton_models.runtimes to run the same models outside Triton.
+
+Precisions: fp32 everywhere; bf16 in OpenVINO (its CPU inference precision hint), refused where the
+CPU would silently run fp32; int8 is a quantized model file, run as it is.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+RUNTIMES = ("onnxruntime", "openvino")
+PRECISIONS = ("fp32", "bf16", "int8")
+
+
+class PrecisionUnavailable(RuntimeError):
+    """The runtime would not run the model at the precision asked for on this machine."""
+
+
+class Session:
+    """One opened model: run(feeds) -> its outputs, in output_names order."""
+
+    output_names: list[str]
+    sequence_outputs: set[str]  # outputs with a length axis (axis 1): rank >= 3
+    runs_as: str  # the precision the runtime really computes in
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        raise NotImplementedError
+
+
+class OnnxRuntimeSession(Session):
+    def __init__(self, path, precision: str, threads: int, gpu_device: int | None = None):
+        import onnxruntime as ort
+
+        if precision == "bf16":
+            raise PrecisionUnavailable("ONNX Runtime has no bf16 CPU kernels: use the openvino runtime for bf16")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads  # 0: one per core
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        providers = ["CPUExecutionProvider"]
+        if gpu_device is not None:  # TensorRT, then CUDA, when this onnxruntime has them
+            available = ort.get_available_providers()
+            accelerated = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+            providers = [(name, {"device_id": gpu_device}) for name in accelerated if name in available] + providers
+        self.session = ort.InferenceSession(str(path), options, providers=providers)
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.sequence_outputs = {o.name for o in self.session.get_outputs() if len(o.shape) >= 3}
+        self.runs_as = precision
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return self.session.run(self.output_names, feeds)
+
+
+class OpenVinoSession(Session):
+    def __init__(self, path, precision: str, threads: int, streams: int = 1):
+        import openvino as ov
+
+        core = ov.Core()
+        config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": streams}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        if precision in ("fp32", "bf16"):  # an int8 model runs as quantized; its other layers at the default
+            config["INFERENCE_PRECISION_HINT"] = "bf16" if precision == "bf16" else "f32"
+        self.compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+        actual = self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()  # e.g. "f32", "bf16"
+        if precision == "bf16" and "bf16" not in actual:
+            capabilities = ", ".join(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+            raise PrecisionUnavailable(
+                f"OpenVINO compiled the model as {actual}, not bf16: this CPU has no native bf16 "
+                f"(its capabilities: {capabilities}); export with --precision fp32 or int8 for it"
+            )
+        self.request = self.compiled.create_infer_request()
+        self.output_names = [output.get_any_name() for output in self.compiled.outputs]
+        self.sequence_outputs = {
+            output.get_any_name()
+            for output in self.compiled.outputs
+            if output.get_partial_shape().rank.get_length() >= 3
+        }
+        self.runs_as = "bf16" if "bf16" in actual else precision
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        results = self.request.infer(feeds)
+        return [np.array(results[output]) for output in self.compiled.outputs]
+
+
+def open_model(path, runtime: str, precision: str, threads: int = 0, gpu_device: int | None = None) -> Session:
+    """The model file at `path` (ONNX, or OpenVINO IR for openvino) opened in `runtime` at `precision`."""
+    if runtime == "onnxruntime":
+        return OnnxRuntimeSession(path, precision, threads, gpu_device)
+    if runtime == "openvino":
+        return OpenVinoSession(path, precision, threads)
+    raise ValueError(f"runtime must be one of {RUNTIMES}, not {runtime!r}")
