@@ -43,7 +43,7 @@ def test_the_default_is_the_fastest_precision_whose_bar_holds_and_bf16_is_never_
     avx2, bf16 = CpuInfo.this_machine(AVX2_EPYC), CpuInfo.this_machine(BF16_EPYC)
     assert choose_encoder(avx2) == ("onnxruntime", "fp32")
     assert choose_encoder(bf16) == ("openvino", "bf16")
-    assert choose_encoder(bf16, cpu_instances=False) == ("onnxruntime", "fp32")  # GPU / native flavour
+    assert choose_encoder(bf16, served_here=False) == ("onnxruntime", "fp32")  # GPU / native flavour
     assert choose_encoder(bf16, "onnxruntime") == ("onnxruntime", "fp32")
     assert choose_encoder(bf16, precision="fp32") == ("onnxruntime", "fp32")
     assert choose_encoder(avx2, precision="int8") == ("onnxruntime", "int8")
@@ -142,3 +142,29 @@ def test_a_bf16_repository_does_not_load_where_the_cpu_would_run_fp32(tiny, tmp_
     with pytest.raises(ServerStartError), TritonServer(repository, log_file=log, ready_timeout=120):
         pass
     assert "no native bf16" in log.read_text()
+
+
+def test_native_openvino_encoder_config_parses_and_fits_the_ensemble():
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    from e2v_export.repository import RepositoryOptions, render_configs, template_values
+
+    options = RepositoryOptions(flavour="native", instance_kind="cpu", runtime="openvino", precision="bf16")
+    options.check()
+    labels = ["angry", "happy", "neutral"]
+    configs = {
+        model: text_format.Parse(text, model_config_pb2.ModelConfig())
+        for model, text in render_configs(options, template_values(options, labels, 1024, "e2v", False)).items()
+    }
+    encoder, classifier = configs[contract.ENCODER_MODEL], configs[contract.CLASSIFIER_MODEL]
+    assert encoder.backend == "openvino" and encoder.default_model_filename == contract.ONNX_FILE
+    assert encoder.max_batch_size == 0  # the backend cannot batch a variable-length axis
+    assert [i.name for i in encoder.input] == list(contract.ENCODER_INPUTS)
+    assert [o.name for o in encoder.output] == list(contract.ENCODER_OUTPUTS)
+    assert encoder.parameters["HINT_BF16"].string_value == "YES"
+    assert encoder.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
+    assert classifier.platform == "onnxruntime_onnx"  # the classifier stays in the onnxruntime backend
+    assert classifier.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
+    with pytest.raises(ValueError, match="bf16 only"):
+        RepositoryOptions(flavour="native", instance_kind="cpu", runtime="openvino", precision="fp32").check()

@@ -142,8 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         cpu = CpuInfo.this_machine()
-        cpu_instances = options.flavour == "portable" and options.instance_kind == "cpu"
-        options.runtime, options.precision = choose_encoder(cpu, args.runtime, args.precision, cpu_instances)
+        served_here = options.flavour == "portable" and options.instance_kind == "cpu"
+        options.runtime, options.precision = choose_encoder(cpu, args.runtime, args.precision, served_here)
         options.check()
         print(f"e2v-export: {cpu.describe()}")
         print(f"e2v-export: the encoder will run in {options.runtime} at {options.precision}")

@@ -78,20 +78,21 @@ class CpuInfo:
 
 
 def choose_encoder(
-    cpu: CpuInfo, runtime: str = "auto", precision: str = "auto", cpu_instances: bool = True
+    cpu: CpuInfo, runtime: str = "auto", precision: str = "auto", served_here: bool = True
 ) -> tuple[str, str]:
     """The encoder's (runtime, precision) for this CPU; "auto" picks the fastest whose accuracy bar holds.
 
-    cpu_instances: False for GPU instances and the native flavour, whose auto is fp32 in ONNX Runtime.
+    served_here: False for a repository served elsewhere (the native flavour, GPU instances): auto is then
+    fp32 in ONNX Runtime, and an explicit bf16 is not checked against this CPU.
     bf16 in OpenVINO where the CPU has native bf16 (per-frame cosine >= 0.9999 against fp32); else fp32
     in ONNX Runtime, at exact parity with FunASR. int8 is never a default: on random weights it misses
     its bar (argmax agreement >= 98 %). bf16 is refused where the CPU would silently run it as fp32.
     """
     if precision == "auto":
-        precision = "bf16" if cpu_instances and cpu.bf16 and runtime in ("auto", "openvino") else "fp32"
+        precision = "bf16" if served_here and cpu.bf16 and runtime in ("auto", "openvino") else "fp32"
     if runtime == "auto":
         runtime = "openvino" if precision == "bf16" else "onnxruntime"
-    if precision == "bf16" and not cpu.bf16:
+    if precision == "bf16" and served_here and not cpu.bf16:
         raise ValueError(
             f"this CPU has no native bf16 ({' or '.join(BF16_FLAGS)}): OpenVINO would run bf16 as fp32. "
             "Use --precision fp32 (or int8), or export on a machine of the serving type."

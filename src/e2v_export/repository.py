@@ -104,8 +104,13 @@ class RepositoryOptions:
             raise ValueError(f"runtime must be one of {runtimes.RUNTIMES}, precision one of {runtimes.PRECISIONS}")
         if self.precision == "bf16" and self.runtime != "openvino":
             raise ValueError("bf16 runs in OpenVINO (ONNX Runtime has no bf16 CPU kernels): use --runtime openvino")
-        if self.runtime == "openvino" and (self.flavour != "portable" or self.instance_kind != "cpu"):
-            raise ValueError("the openvino runtime serves CPU instances of the portable flavour")
+        if self.runtime == "openvino" and self.instance_kind != "cpu":
+            raise ValueError("the openvino runtime serves CPU instances: use --instance-kind cpu")
+        if self.runtime == "openvino" and self.flavour == "native" and self.precision != "bf16":
+            raise ValueError(
+                "Triton's openvino backend (24.10) runs bf16 on bf16 CPUs and cannot be held to fp32: "
+                "the native flavour offers it for --precision bf16 only (fp32: --runtime onnxruntime)"
+            )
         if self.runtime == "openvino" and self.precision == "int8":
             raise ValueError("int8 runs in ONNX Runtime (dynamic quantization): use --runtime onnxruntime")
         if self.tensorrt and self.precision != "fp32":
@@ -195,9 +200,11 @@ def template_values(
 def render_configs(options: RepositoryOptions, values: dict) -> dict[str, str]:
     """{model name: config.pbtxt text} for the chosen flavour."""
     engines = "tensorrt" if options.tensorrt else options.flavour
+    # native on CPU with OpenVINO: the encoder in Triton's openvino backend, the classifier as native
+    encoder_engines = "openvino" if options.flavour == "native" and options.runtime == "openvino" else engines
     templates = {
         contract.PREPROCESS_MODEL: f"{contract.PREPROCESS_MODEL}.pbtxt.in",
-        contract.ENCODER_MODEL: f"{contract.ENCODER_MODEL}.{engines}.pbtxt.in",
+        contract.ENCODER_MODEL: f"{contract.ENCODER_MODEL}.{encoder_engines}.pbtxt.in",
         contract.CLASSIFIER_MODEL: f"{contract.CLASSIFIER_MODEL}.{engines}.pbtxt.in",
         contract.ENSEMBLE_MODEL: f"{contract.ENSEMBLE_MODEL}.pbtxt.in",
     }
