@@ -3,11 +3,14 @@
 
     .venv/bin/python scripts/load_test.py                          # concurrency sweep 1, 2, 4, 8
     .venv/bin/python scripts/load_test.py --soak 600 --concurrency 4  # 10 minutes: errors and server memory
+    .venv/bin/python scripts/load_test.py --runtime openvino          # the OpenVINO fp32 encoder
 
-It starts the embedded server on the bench repository (scripts/bench.py builds it; large random checkpoint),
-or uses --url. Input: variable-length utterances (1-30 s, the bench workload) in perf_analyzer's JSON input
+It starts the embedded server on the bench repository of --size, --runtime and --precision (the one
+scripts/bench.py serves for them, cached under the same tag: large, large-int8, large-openvino, ...; random
+checkpoint), or uses --url. Input: variable-length utterances (1-30 s, the bench workload) in perf_analyzer's JSON input
 format, used round-robin. perf_analyzer's CSV is kept in the output folder. The soak run samples the
-server's memory (RSS of tritonserver and its Python stubs) every 5 s and reports its trend.
+server's memory (RSS of tritonserver and its Python stubs) every 5 s, reports its trend and draws it
+(memory-<tag>.png in the output folder; the samples in server_memory-<tag>-soak.json).
 The code is the e2v_bench package; this script is its command line.
 """
 
@@ -21,11 +24,14 @@ from pathlib import Path
 import numpy as np
 
 from e2v_bench import perf_analyzer
-from e2v_bench.memory import ProcessTreeMemory, trend
-from e2v_bench.models import export_repository, random_checkpoint, repository_dir
+from e2v_bench.memory import ProcessTreeMemory, plot_memory, trend
+from e2v_bench.models import encoder_suffix, export_repository, random_checkpoint, repository_dir
 from e2v_bench.workload import cache_dir, prepare_workload
+from e2v_export.cpu import CpuInfo, choose_encoder
 from e2v_export.random_checkpoint import SIZES
+from e2v_export.repository import RepositoryOptions
 from e2v_server import contract
+from e2v_server.triton_models.runtimes import PRECISIONS, RUNTIMES
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = cache_dir(ROOT)
@@ -37,7 +43,8 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", help="an already running server (default: start the embedded one)")
     parser.add_argument("--size", default="large", choices=SIZES)
-    parser.add_argument("--int8", action="store_true", help="serve the int8 repository")
+    parser.add_argument("--runtime", default="onnxruntime", choices=RUNTIMES, help="the encoder's runtime")
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="the encoder's precision")
     parser.add_argument("--utterances", type=int, default=24)
     parser.add_argument(
         "--concurrency",
@@ -49,16 +56,24 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--measurement-ms", type=int, default=30000)
     parser.add_argument("--soak", type=float, help="one run of this many seconds; reports errors and memory trend")
     parser.add_argument("--out", default=str(ROOT / "bench_results"))
-    return parser.parse_args()
+    args = parser.parse_args()
+    try:  # the combinations the export refuses, and bf16 on a CPU without it
+        RepositoryOptions(runtime=args.runtime, precision=args.precision).check_runtime()
+        if not args.url:
+            choose_encoder(CpuInfo.this_machine(), args.runtime, args.precision)
+    except ValueError as exc:
+        parser.error(str(exc))
+    return args
 
 
 @contextlib.contextmanager
-def embedded_server(size: str, int8: bool, tag: str, out: Path):
-    """The embedded Triton on the bench repository of this size, and its memory sampled every 5 s."""
+def embedded_server(args: argparse.Namespace, tag: str, out: Path):
+    """The embedded Triton on the bench repository of this size, runtime and precision, and its memory
+    sampled every 5 s."""
     from e2v_server.serve import TritonServer
 
-    model_dir = random_checkpoint(CACHE, size)
-    repository = export_repository(model_dir, repository_dir(CACHE, tag), int8)
+    model_dir = random_checkpoint(CACHE, args.size)
+    repository = export_repository(model_dir, repository_dir(CACHE, tag), args.runtime, args.precision)
     server = TritonServer(repository, log_file=out / f"triton-load-{tag}.log")
     with server, ProcessTreeMemory(server.process.pid, MEMORY_INTERVAL_S) as memory:
         yield server.grpc_url, memory
@@ -77,13 +92,17 @@ def sweep(args: argparse.Namespace, url: str, input_data: Path, csv_path: Path) 
     perf_analyzer.merge_csv(parts, csv_path)
 
 
-def report_memory(samples: list[tuple[float, float]], path: Path) -> None:
+def report_memory(samples: list[tuple[float, float]], path: Path, plot: Path | None, title: str) -> None:
+    """The trend of the server's memory printed, its samples written as JSON to path and drawn in plot."""
     t = trend(samples)
     print(
         f"server memory (RSS, tritonserver + stubs): start {t['start_mb']:.0f} MB, end {t['end_mb']:.0f} MB, "
         f"peak {t['peak_mb']:.0f} MB over {t['seconds']:.0f} s ({t['samples']} samples)"
     )
     path.write_text(json.dumps(samples))
+    if plot:
+        plot_memory(samples, plot, title)
+        print(f"server memory plot: {plot}")
 
 
 def main() -> None:
@@ -93,7 +112,7 @@ def main() -> None:
     workload = prepare_workload(CACHE, args.utterances, SEED)
     input_data = perf_analyzer.write_input_data(workload.paths, CACHE / f"perf_input-{args.utterances}.json")
     per_request = float(np.mean(workload.lengths))
-    tag = f"{args.size}-int8" if args.int8 else args.size
+    tag = f"{args.size}{encoder_suffix(args.runtime, args.precision)}"  # the repository's, as scripts/bench.py
     soak = "-soak" if args.soak else ""
     csv_path = out / f"perf_analyzer-{tag}{soak}.csv"
 
@@ -101,7 +120,7 @@ def main() -> None:
     if args.url:
         sweep(args, args.url, input_data, csv_path)
     else:
-        with embedded_server(args.size, args.int8, tag, out) as (url, memory):
+        with embedded_server(args, tag, out) as (url, memory):
             sweep(args, url, input_data, csv_path)
         samples = memory.samples
     print(
@@ -111,7 +130,11 @@ def main() -> None:
     perf_analyzer.print_csv(csv_path, per_request)
     print(f"perf_analyzer CSV: {csv_path}")
     if samples:
-        report_memory(samples, out / f"server_memory-{tag}{soak}.json")
+        plot = out / f"memory-{tag}.png" if args.soak else None
+        concurrency = ", ".join(str(c) for c in args.concurrency)
+        encoder = f"{args.runtime} {args.precision}"
+        title = f"Triton server memory: {tag} ({encoder}), {args.soak:.0f} s soak at concurrency {concurrency}"
+        report_memory(samples, out / f"server_memory-{tag}{soak}.json", plot, title)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Memory: this process's peak, and a process tree's resident memory sampled over time.
 
 One sampler serves both benchmarks: scripts/bench.py reads the peak of the Triton server's tree
-(tritonserver and its Python stubs, every 50 ms), scripts/load_test.py its trend over a soak (every 5 s).
-psutil is imported only by the sampler, so that a worker process that reads its own peak does not carry it.
+(tritonserver and its Python stubs, every 50 ms), scripts/load_test.py its trend over a soak (every 5 s),
+drawn by plot_memory(). psutil and matplotlib are imported only where used.
+A worker process that reads its own peak imports neither, so that it does not carry them.
 """
 
 from __future__ import annotations
@@ -78,3 +79,27 @@ def trend(samples: list[tuple[float, float]]) -> dict:
         "seconds": samples[-1][0],
         "samples": len(values),
     }
+
+
+def plot_memory(samples: list[tuple[float, float]], path: Path, title: str) -> None:
+    """A PNG of memory (MB) against time (minutes), with its start, end and peak (trend()) marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = trend(samples)
+    minutes = [s / 60 for s, _ in samples]
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.plot(minutes, [mb for _, mb in samples], ".-", markersize=3, label="resident memory (RSS)")
+    ax.axhline(t["peak_mb"], color="tab:red", linestyle=":", label=f"peak {t['peak_mb']:.0f} MB")
+    summary = f"start {t['start_mb']:.0f} MB, end {t['end_mb']:.0f} MB (means of the first and last tenth)"
+    ax.set_title(f"{title}\n{summary}", fontsize=10)
+    ax.set_xlabel("minutes since the server started")
+    ax.set_ylabel("MB")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from e2v_server import contract
 
-REPOSITORY_MARKER = ".bench-options.json"  # what a cached repository was exported with
+REPOSITORY_MARKER = ".bench-options.json"  # what a cached repository was exported with, and by which code
+RUNTIME_NAMES = {"onnxruntime": "onnx", "openvino": "openvino"}  # a component run alone is named by its runtime
 
 
 def random_checkpoint(cache: Path, size: str, seed: int = 0) -> Path:
@@ -22,32 +23,52 @@ def random_checkpoint(cache: Path, size: str, seed: int = 0) -> Path:
     return model_dir
 
 
+def encoder_suffix(runtime: str = "onnxruntime", precision: str = "fp32") -> str:
+    """What names an encoder other than ONNX Runtime fp32: "", "-int8", "-openvino", "-openvino-bf16"."""
+    parts = ([runtime] if runtime != "onnxruntime" else []) + ([precision] if precision != "fp32" else [])
+    return "".join(f"-{part}" for part in parts)
+
+
+def alone_name(runtime: str, precision: str) -> str:
+    """The name of the encoder and classifier run alone: "onnx", "onnx-int8", "openvino", "openvino-bf16"."""
+    return RUNTIME_NAMES[runtime] + ("" if precision == "fp32" else f"-{precision}")
+
+
 def repository_dir(cache: Path, tag: str) -> Path:
-    """Where the repository of one variant lives: tag is the size, e.g. "large", "large-int8", "large-pad"."""
+    """Where the repository of one variant lives: tag is the size and the variant's suffix, e.g. "large",
+    "large-int8", "large-openvino", "large-pad" (scripts/bench.py and scripts/load_test.py share them)."""
     return cache / f"repo-{tag}"
 
 
-def export_repository(model_dir: Path, out: Path, int8: bool, **options) -> Path:
-    """A model repository of model_dir at out, exported again only if its checkpoint or options changed."""
+def export_repository(
+    model_dir: Path, out: Path, runtime: str = "onnxruntime", precision: str = "fp32", **options
+) -> Path:
+    """A model repository of model_dir at out whose encoder runs in `runtime` at `precision`, exported again
+    only if its checkpoint, runtime, precision, other RepositoryOptions or the export code changed."""
     from e2v_export.checkpoint import load_checkpoint
-    from e2v_export.repository import RepositoryOptions, write_repository
+    from e2v_export.repository import RepositoryOptions, code_fingerprint, write_repository
 
     marker = out / REPOSITORY_MARKER
-    wanted = json.dumps({"model": str(model_dir), "int8": int8, **options}, sort_keys=True)
+    wanted = json.dumps(
+        {"model": str(model_dir), "runtime": runtime, "precision": precision, "code": code_fingerprint(), **options},
+        sort_keys=True,
+    )
     if marker.exists() and marker.read_text() == wanted:
         return out
     shutil.rmtree(out, ignore_errors=True)
-    precision = "int8" if int8 else "fp32"
-    write_repository(load_checkpoint(model_dir), out, RepositoryOptions(precision=precision, **options))
+    repository_options = RepositoryOptions(runtime=runtime, precision=precision, **options)
+    write_repository(load_checkpoint(model_dir), out, repository_options)
     marker.write_text(wanted)
     return out
 
 
-def onnx_runner(repository: Path):
-    """A repository's encoder and classifier ONNX files run by ONNX Runtime in this process."""
+def repository_runner(repository: Path, runtime: str = "onnxruntime", precision: str = "fp32", threads: int = 0):
+    """A repository's encoder (in `runtime` at `precision`) and classifier run in this process, outside Triton."""
     from e2v_export.runner import Emotion2vecRunner
 
-    def onnx_file(model: str) -> Path:
-        return Path(repository) / model / "1" / contract.ONNX_FILE
+    def version_dir(model: str) -> Path:
+        return Path(repository) / model / "1"
 
-    return Emotion2vecRunner(onnx_file(contract.ENCODER_MODEL), onnx_file(contract.CLASSIFIER_MODEL))
+    encoder = contract.model_file(version_dir(contract.ENCODER_MODEL), runtime)  # OpenVINO's IR if exported
+    classifier = version_dir(contract.CLASSIFIER_MODEL) / contract.ONNX_FILE
+    return Emotion2vecRunner(encoder, classifier, threads, runtime, precision)

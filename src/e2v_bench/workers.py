@@ -7,8 +7,10 @@ one JSON line. This module imports only the standard library and numpy at the to
 is its system's.
 
   funasr   FunASR AutoModel(model=DIR).generate(path), one file at a time as its users call it, or
-           generate([paths], batch_size=N) with batch > 0; ncpu > 0 sets torch's threads
-  onnx     our ONNX models alone in ONNX Runtime, one utterance at a time (no serving layer)
+           generate([paths], batch_size=N) with batch > 0; ncpu > 0 sets torch's threads; autocast "bf16"
+           runs generate() inside torch.autocast("cpu", dtype=torch.bfloat16)
+  alone    a repository's encoder (in `runtime` at `precision`) and classifier alone, through
+           e2v_export.runner.Emotion2vecRunner, one utterance at a time (no serving layer)
   triton   e2v-client library -> gRPC -> a running Triton at url, `concurrency` requests in flight
 """
 
@@ -27,60 +29,75 @@ from e2v_bench.memory import peak_rss_mb
 PROBE_REPEATS = 10
 
 
+def time_probe(score, probe) -> list[float]:
+    """score(probe) once to warm up, then PROBE_REPEATS times, timed: the seconds of each."""
+    score(probe)
+    times = []
+    for _ in range(PROBE_REPEATS):
+        start = time.perf_counter()
+        score(probe)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def time_each(score, paths) -> tuple[float, list[float]]:
+    """score(path) for each path in turn: the wall time of all and the seconds of each."""
+    latencies = []
+    start = time.perf_counter()
+    for path in paths:
+        t = time.perf_counter()
+        score(path)
+        latencies.append(time.perf_counter() - t)
+    return time.perf_counter() - start, latencies
+
+
 def worker_funasr(args) -> dict:
     import contextlib
     import io
+
+    import torch
 
     from e2v_export.parity import funasr_automodel
 
     model = funasr_automodel(args.model_dir)
     if args.ncpu:
-        import torch
-
         torch.set_num_threads(args.ncpu)
     paths = [str(p) for p in args.paths]
 
     def generate(x, **kw):
-        with contextlib.redirect_stdout(io.StringIO()):
+        # autocast bf16: FunASR at its best on a CPU with native bf16; emulated (slow) elsewhere
+        precision = torch.autocast("cpu", dtype=torch.bfloat16) if args.autocast == "bf16" else contextlib.nullcontext()
+        with precision, contextlib.redirect_stdout(io.StringIO()):
             return model.generate(x, granularity="utterance", extract_embedding=False, **kw)
 
-    generate(args.probe)
-    probe = []
-    for _ in range(PROBE_REPEATS):
-        start = time.perf_counter()
-        generate(args.probe)
-        probe.append(time.perf_counter() - start)
-    latencies = []
-    start = time.perf_counter()
+    probe = time_probe(generate, args.probe)
     if args.batch:
+        start = time.perf_counter()
         generate(paths, batch_size=args.batch)
+        wall, latencies = time.perf_counter() - start, []
     else:
-        for path in paths:
-            t = time.perf_counter()
-            generate(path)
-            latencies.append(time.perf_counter() - t)
-    wall = time.perf_counter() - start
+        wall, latencies = time_each(generate, paths)
     return {"wall": wall, "latencies": latencies, "probe": probe, "client_mb": peak_rss_mb()}
 
 
-def worker_onnx(args) -> dict:
-    from e2v_bench.models import onnx_runner
+def worker_alone(args) -> dict:
+    from e2v_bench.models import repository_runner
     from e2v_client import audio
 
-    runner = onnx_runner(Path(args.repository))
-    runner.run(audio.load(args.probe).samples)
-    probe = []
-    for _ in range(PROBE_REPEATS):
-        start = time.perf_counter()
-        runner.run(audio.load(args.probe).samples)
-        probe.append(time.perf_counter() - start)
-    latencies = []
-    start = time.perf_counter()
-    for path in args.paths:
-        t = time.perf_counter()
+    runner = repository_runner(Path(args.repository), args.runtime, args.precision)
+
+    def score(path):
         runner.run(audio.load(path).samples)
-        latencies.append(time.perf_counter() - t)
-    return {"wall": time.perf_counter() - start, "latencies": latencies, "probe": probe, "client_mb": peak_rss_mb()}
+
+    probe = time_probe(score, args.probe)
+    wall, latencies = time_each(score, args.paths)
+    return {
+        "wall": wall,
+        "latencies": latencies,
+        "probe": probe,
+        "client_mb": peak_rss_mb(),
+        "runs_as": runner.encoder.runs_as,  # the precision the runtime really computed in
+    }
 
 
 def worker_triton(args) -> dict:
@@ -115,7 +132,7 @@ def worker_triton(args) -> dict:
     return result
 
 
-WORKERS = {"funasr": worker_funasr, "onnx": worker_onnx, "triton": worker_triton}
+WORKERS = {"funasr": worker_funasr, "alone": worker_alone, "triton": worker_triton}
 
 
 def run_in_this_process(kind: str, options_json: str) -> dict:

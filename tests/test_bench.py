@@ -1,0 +1,79 @@
+"""The benchmark package's bookkeeping, without running a benchmark: which systems a CPU runs and which it
+skips (and why), repository tags, rows with their precision and share of the CPU's peak, and the plots."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from e2v_bench import memory, report, systems
+from e2v_bench.models import alone_name, encoder_suffix
+from e2v_export.cpu import CpuInfo
+
+EPYC = "vendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC\ncpu MHz\t\t: 2500.0\nflags\t\t: fpu sse2 avx avx2 fma"
+# two cores whatever this machine has: peaks of 160 GFLOP/s fp32
+AVX2 = dataclasses.replace(CpuInfo.this_machine(EPYC + "\n"), cores=2)
+BF16 = dataclasses.replace(CpuInfo.this_machine(EPYC + " avx512f avx512_bf16 avx512_vnni\n"), cores=2)
+
+
+def test_repository_tags_and_names_follow_the_encoder():
+    assert [encoder_suffix(*e) for e in [("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32")]] == [
+        "",
+        "-int8",
+        "-openvino",
+    ]
+    assert encoder_suffix("openvino", "bf16") == "-openvino-bf16"
+    assert [alone_name("onnxruntime", "int8"), alone_name("openvino", "bf16")] == ["onnx-int8", "openvino-bf16"]
+
+
+def test_bf16_variants_are_skipped_with_the_reason_where_the_cpu_has_no_bf16():
+    variants, skipped = systems.triton_variants([1, 2], AVX2)
+    assert [v.prefix for v in variants] == ["triton", "triton-int8", "triton-openvino", "triton-pad"]
+    assert [v.alone for v in variants] == ["onnx", "onnx-int8", "openvino", None]
+    assert variants[-1].concurrencies == [2] and variants[-1].tag("large") == "large-pad"
+    assert len(skipped) == 1 and skipped[0].systems == ["openvino-bf16", "triton-openvino-bf16 c1/2"]
+    assert "no native bf16" in skipped[0].reason
+
+    variants, skipped = systems.triton_variants([1], BF16, int8=False, padded=False)
+    assert [(v.prefix, v.runtime, v.precision) for v in variants] == [
+        ("triton", "onnxruntime", "fp32"),
+        ("triton-openvino", "openvino", "fp32"),
+        ("triton-openvino-bf16", "openvino", "bf16"),
+    ]
+    assert skipped == []
+
+
+def fake_result(wall: float) -> dict:
+    return {"wall": wall, "latencies": [wall / 2, wall / 2], "probe": [0.1], "client_mb": 100.0}
+
+
+def test_rows_carry_precision_and_share_of_the_peak_at_that_precision(capsys):
+    results = report.Results(audio_seconds=10.0, gflop=100.0, cpu=AVX2)  # peak: fp32 160, int8 320 GFLOP/s
+    results.record("funasr", "fp32", fake_result(2.0))
+    results.record("onnx-int8", "int8", fake_result(1.0))
+    fp32, int8 = results.rows
+    assert fp32["gflop_per_s"] == pytest.approx(50) and fp32["peak_pct"] == pytest.approx(100 * 50 / 160)
+    assert int8["peak_pct"] == pytest.approx(100 * 100 / 320) and int8["x_funasr"] == pytest.approx(2)
+    report.print_table(results.rows)
+    assert "% peak" in capsys.readouterr().out
+    record = report.cpu_record(BF16)
+    assert record["flags"] == ["avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni"] and record["bf16"]
+    assert record["peak_gflops"]["bf16"] == 2 * record["peak_gflops"]["fp32"]
+    json.dumps(record)
+
+
+def test_plots_are_written(tmp_path):
+    results = report.Results(audio_seconds=10.0, gflop=100.0, cpu=AVX2)
+    results.record("funasr", "fp32", fake_result(4.0))
+    results.record("funasr bf16", "bf16", fake_result(8.0))
+    for name, wall in (("triton c1", 2.0), ("triton c2", 1.5), ("triton-openvino c1", 1.0)):
+        results.record(name, "fp32", fake_result(wall))
+    assert {k: sorted(v) for k, v in report.triton_series(results.rows).items()} == {
+        "triton": [1, 2],
+        "triton-openvino": [1],
+    }
+    report.plot(results.rows, tmp_path / "bench.png", "tiny", AVX2.cores, AVX2.model)
+    memory.plot_memory([(0.0, 100.0), (5.0, 150.0), (10.0, 140.0)], tmp_path / "memory.png", "server")
+    assert (tmp_path / "bench.png").stat().st_size > 0 and (tmp_path / "memory.png").stat().st_size > 0
