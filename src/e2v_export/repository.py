@@ -30,6 +30,7 @@ from string import Template
 
 import e2v_server
 from e2v_export.checkpoint import LoadedCheckpoint
+from e2v_export.cpu import CpuInfo
 from e2v_export.onnx_export import export_onnx
 from e2v_export.quantize import quantize_encoder
 from e2v_export.tensorrt import ProfileOptions, build_repository_engines
@@ -243,14 +244,15 @@ def write_python_models(out: Path, flavour: str) -> None:
 def export_models(checkpoint: LoadedCheckpoint, precision: str, out_dir: Path) -> dict[str, Path]:
     """The encoder's and the classifier's ONNX files for the encoder's `precision`, in out_dir: {model: file}.
 
-    fp32 and bf16 share the fp32 file (bf16 is the runtime's inference precision); int8 quantizes it.
+    fp32 and bf16 share the fp32 file (bf16 is the runtime's inference precision); int8 quantizes it, for
+    this machine's CPU (7-bit weights where it has no VNNI).
     """
     int8 = precision == "int8"
     result = export_onnx(checkpoint, out_dir, conv_as_matmul=int8)
     encoder = result.encoder_path
     if int8:
         encoder = out_dir / f"int8.{contract.ENCODER_ONNX}"
-        quantize_encoder(result.encoder_path, encoder)
+        quantize_encoder(result.encoder_path, encoder, reduce_range=not CpuInfo.this_machine().vnni)
     return {contract.ENCODER_MODEL: encoder, contract.CLASSIFIER_MODEL: result.classifier_path}
 
 
