@@ -77,8 +77,9 @@ def run(args: argparse.Namespace) -> None:
 
     common = {"paths": [str(p) for p in workload.paths], "probe": str(workload.probe)}
     results = report.Results(audio_seconds, gflop, cpu)
-    systems.run_funasr(results, model_dir, common, cpu)
-    variants, results.skipped = systems.triton_variants(args.concurrency, cpu, not args.no_int8, not args.quick)
+    funasr_skipped = systems.run_funasr(results, model_dir, common, cpu)
+    variants, triton_skipped = systems.triton_variants(args.concurrency, cpu, not args.no_int8, not args.quick)
+    results.skipped = funasr_skipped + triton_skipped
     repositories = systems.run_triton(results, variants, args.size, model_dir, CACHE, common, out)
     accuracy = systems.accuracy(variants, repositories, workload.paths)
 
