@@ -20,8 +20,8 @@ from e2v_export.compare import UtteranceResult, compare
 from e2v_export.parity import funasr_reference
 from e2v_export.synthetic import speech_like
 from e2v_server import contract
+from expected import REAL_LABELS
 
-LABELS = ["angry", "disgusted", "fearful", "happy", "neutral", "other", "sad", "surprised", "unknown"]
 USER_SCRIPTS = Path(__file__).parent / "user_scripts"
 
 
@@ -61,15 +61,15 @@ def check_folder_against_spec(folder: Path, granularity: str, embedding: bool, d
     time.strptime(result["timestamp"], "%Y-%m-%d %H:%M:%S")
     frames = contract.frames_for_samples(len(samples))
     if granularity == "utterance":
-        assert list(result["scores"]) == LABELS
+        assert list(result["scores"]) == REAL_LABELS
         assert abs(sum(result["scores"].values()) - 1) < 1e-4
         assert result["emotion"] == max(result["scores"], key=result["scores"].get)
         assert result["confidence"] == result["scores"][result["emotion"]]
     else:
         assert len(result["scores"]) == frames
         for frame in result["scores"]:
-            assert list(frame) == LABELS and abs(sum(frame.values()) - 1) < 1e-4
-    assert 0 <= result["confidence"] <= 1 and result["emotion"] in LABELS
+            assert list(frame) == REAL_LABELS and abs(sum(frame.values()) - 1) < 1e-4
+    assert 0 <= result["confidence"] <= 1 and result["emotion"] in REAL_LABELS
     if embedding:
         array = np.load(folder / EMBEDDING_FILE)
         assert array.dtype == np.float32

@@ -24,9 +24,9 @@ from e2v_export.tensorrt.precision import fp32_fallback_layers, keep_in_fp32
 from e2v_export.tensorrt.profile import ProfileOptions, classifier_profile, encoder_profile, profile_for
 from e2v_export.tensorrt.runners import run_pipeline
 from e2v_server import contract
+from expected import REAL_LABELS
 
 ROOT = Path(__file__).resolve().parents[1]
-LABELS = ["angry", "disgusted", "fearful", "happy", "neutral", "other", "sad", "surprised", "unknown"]
 
 
 def test_package_imports_without_tensorrt_onnxruntime_or_torch():
@@ -219,7 +219,7 @@ def test_fp32_fallback_accepts_enum_types():
 def _render(model: str, engines: str, options) -> model_config_pb2.ModelConfig:
     from e2v_export.repository import TRITON_MODELS, template_values
 
-    values = template_values(options, LABELS, 1024, "e2v", False)
+    values = template_values(options, REAL_LABELS, 1024, "e2v", False)
     text = Template((TRITON_MODELS / f"{model}.{engines}.pbtxt.in").read_text("utf-8")).substitute(values)
     return text_format.Parse(text, model_config_pb2.ModelConfig())
 
@@ -545,7 +545,7 @@ def test_e2v_export_tensorrt_renders_tensorrt_plan_models():
     options = RepositoryOptions(flavour="native", instance_kind="gpu", tensorrt=True, max_seconds=7.3)
     configs = {
         name: text_format.Parse(text, model_config_pb2.ModelConfig())
-        for name, text in render_configs(options, template_values(options, LABELS, 1024, "e2v", False)).items()
+        for name, text in render_configs(options, template_values(options, REAL_LABELS, 1024, "e2v", False)).items()
     }
     assert configs[contract.ENCODER_MODEL].platform == configs[contract.CLASSIFIER_MODEL].platform == "tensorrt_plan"
     assert configs[contract.PREPROCESS_MODEL].backend == "python"
@@ -554,4 +554,4 @@ def test_e2v_export_tensorrt_renders_tensorrt_plan_models():
             RepositoryOptions(**bad).check()
     # the onnxruntime-TensorRT profile of the plain native flavour covers the padded longest batch too
     native = RepositoryOptions(flavour="native", instance_kind="gpu", max_seconds=7.3)
-    assert template_values(native, LABELS, 1024, "e2v", False)["max_samples"] == 120000
+    assert template_values(native, REAL_LABELS, 1024, "e2v", False)["max_samples"] == 120000

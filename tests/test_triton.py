@@ -19,6 +19,7 @@ from e2v_export.parity import funasr_reference, within_bounds
 from e2v_export.repository import FLAVOURS, RepositoryOptions, render_configs, template_values
 from e2v_export.synthetic import speech_like
 from e2v_server import contract
+from expected import REAL_LABELS
 
 ALL_OUTPUTS = contract.ENSEMBLE_OUTPUTS
 
@@ -123,18 +124,8 @@ def test_bad_requests_get_a_clear_error_and_the_server_keeps_serving(tiny_server
 def test_model_identity_is_in_the_ensemble_config(tiny_server):
     with grpcclient.InferenceServerClient(tiny_server.grpc_url) as client:
         config = client.get_model_config(contract.ENSEMBLE_MODEL, as_json=True)["config"]
-    params = {k: v["string_value"] for k, v in config["parameters"].items()}
-    assert params[contract.PARAM_LABELS].split(",") == [
-        "angry",
-        "disgusted",
-        "fearful",
-        "happy",
-        "neutral",
-        "other",
-        "sad",
-        "surprised",
-        "unknown",
-    ]
+    params = contract.string_parameters(config)
+    assert params[contract.PARAM_LABELS].split(",") == REAL_LABELS
     assert params[contract.PARAM_EMBEDDING_DIM] == "64"
     assert float(params[contract.PARAM_FRAMES_PER_SECOND]) == contract.FRAMES_PER_SECOND
     assert float(params[contract.PARAM_MAX_SECONDS]) == RepositoryOptions().max_seconds
@@ -144,7 +135,7 @@ def test_model_identity_is_in_the_ensemble_config(tiny_server):
 @pytest.mark.parametrize("flavour", FLAVOURS)
 def test_configs_parse_with_tritons_model_config_protobuf(flavour):
     options = RepositoryOptions(flavour=flavour, instance_kind="gpu" if flavour == "native" else "cpu")
-    labels = ["angry", "disgusted", "fearful", "happy", "neutral", "other", "sad", "surprised", "unknown"]
+    labels = REAL_LABELS
     configs = {
         name: text_format.Parse(text, model_config_pb2.ModelConfig())
         for name, text in render_configs(options, template_values(options, labels, 1024, "e2v", False)).items()
