@@ -20,6 +20,7 @@ Systems (e2v_bench.systems has the details):
   onnx[-int8], openvino[-bf16]   the exported encoder and classifier alone (e2v_export.runner), no serving layer
   triton[-int8|-openvino|-openvino-bf16] cN   e2v-client library -> gRPC -> embedded Triton, N requests in flight
   triton-pad cN     before the length grouping: one padded batch per execute() (--max-padding-ratio 1000)
+  triton[-openvino]-2x1 cN   two encoder instances of one thread (OpenVINO: two streams) against one of two
 bf16 runs only where the CPU has native bf16; elsewhere those systems are listed as skipped, with the reason.
 Figures: precision, audio seconds per wall second (and RTF), achieved GFLOP/s (analytic FLOPs of the model)
 and its share of the CPU's nominal peak at that precision, p50/p95/p99 latency per request, p95 latency of a
@@ -52,7 +53,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--no-int8", action="store_true")
-    parser.add_argument("--quick", action="store_true", help="8 utterances, concurrency 1 and 4, no triton-pad")
+    parser.add_argument(
+        "--quick", action="store_true", help="8 utterances, concurrency 1 and 4, no serving layouts (pad, 2x1)"
+    )
+    parser.add_argument(
+        "--only", nargs="+", metavar="PREFIX", help="run only these Triton variants (e.g. triton triton-2x1), no peers"
+    )
     parser.add_argument("--out", default=str(ROOT / "bench_results"))
     parser.add_argument("--plot-only", action="store_true", help="redraw bench.png from the out folder's bench.json")
     args = parser.parse_args(argv)
@@ -77,8 +83,10 @@ def run(args: argparse.Namespace) -> None:
 
     common = {"paths": [str(p) for p in workload.paths], "probe": str(workload.probe)}
     results = report.Results(audio_seconds, gflop, cpu)
-    funasr_skipped = systems.run_funasr(results, model_dir, common, cpu)
+    funasr_skipped = [] if args.only else systems.run_funasr(results, model_dir, common, cpu)
     variants, triton_skipped = systems.triton_variants(args.concurrency, cpu, not args.no_int8, not args.quick)
+    if args.only:
+        variants = [variant for variant in variants if variant.prefix in args.only]
     results.skipped = funasr_skipped + triton_skipped
     repositories = systems.run_triton(results, variants, args.size, model_dir, CACHE, common, out)
     accuracy = systems.accuracy(variants, repositories, workload.paths)

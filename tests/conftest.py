@@ -85,3 +85,84 @@ def base_server(base, tmp_path_factory):
 def served(request):
     """(exported checkpoint, running server) for each size."""
     return request.getfixturevalue(request.param), request.getfixturevalue(f"{request.param}_server")
+
+
+@dataclass
+class PublicServer:
+    """`e2v-serve --public` on the tiny repository: nginx with the shipped configuration in front of Triton."""
+
+    url: str  # the gateway, HOST:PORT (TLS; gRPC and HTTP)
+    token: str
+    token_file: Path
+    root_cert: Path  # the gateway's self-signed certificate, which clients pin
+    admin_key: str
+    triton_grpc_url: str  # Triton itself, on loopback
+    triton_http_url: str
+    process: object  # the e2v-serve subprocess.Popen
+    log: Path
+
+    @property
+    def https(self) -> str:
+        return f"https://{self.url}"
+
+    def triton_pid(self) -> int:
+        import psutil
+
+        return next(p.pid for p in psutil.Process(self.process.pid).children() if "tritonserver" in p.name())
+
+
+@pytest.fixture(scope="session")
+def public_server(tiny, tmp_path_factory):
+    import os
+    import secrets
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from e2v_server.gateway import self_signed_certificate
+    from e2v_server.serve import free_port
+
+    folder = tmp_path_factory.mktemp("public")
+    token = secrets.token_urlsafe(32)
+    token_file = folder / "token"
+    token_file.write_text(token + "\n")
+    cert, key = self_signed_certificate("127.0.0.1", folder / "tls")
+    port, grpc_port, http_port = free_port(), free_port(), free_port()
+    log = folder / "e2v-serve.log"
+    command = [
+        str(Path(sys.executable).with_name("e2v-serve")),
+        f"--model-repository={tiny.repository}",
+        f"--grpc-port={grpc_port}",
+        f"--http-port={http_port}",
+        f"--metrics-port={free_port()}",
+        f"--public=127.0.0.1:{port}",
+        f"--token-file={token_file}",
+        f"--tls-cert={cert}",
+        f"--tls-key={key}",
+        f"--admin-key-file={folder / 'admin-key'}",
+        f"--log-file={folder / 'triton.log'}",
+    ]
+    env = {**os.environ, "E2V_CACHE": str(folder / "cache")}
+    with open(log, "wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+    deadline = time.monotonic() + 300
+    while "gateway on" not in log.read_text():
+        assert process.poll() is None, f"e2v-serve --public exited: {log.read_text()}"
+        assert time.monotonic() < deadline, f"e2v-serve --public was not up after 300 s: {log.read_text()}"
+        time.sleep(0.2)
+    socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    admin_key = (folder / "admin-key").read_text().strip()
+    yield PublicServer(
+        f"127.0.0.1:{port}",
+        token,
+        token_file,
+        cert,
+        admin_key,
+        f"127.0.0.1:{grpc_port}",
+        f"127.0.0.1:{http_port}",
+        process,
+        log,
+    )
+    process.terminate()
+    process.wait(60)

@@ -20,6 +20,8 @@ STYLES = {
     "triton-openvino": ("^-", "tab:green"),
     "triton-openvino-bf16": ("D-", "tab:purple"),
     "triton-pad": ("x:", "tab:gray"),
+    "triton-2x1": ("o--", "tab:cyan"),
+    "triton-openvino-2x1": ("^--", "tab:olive"),
     "": ("v-", "tab:brown"),
 }
 
@@ -90,7 +92,7 @@ class Results:
         self.raw[name] = result
         workload = (self.audio_seconds, self.gflop)
         row = summarize(name, precision, result, workload, self.cpu.peak_gflops(precision))
-        if self.rows:
+        if self.rows and self.rows[0]["system"] == FUNASR:  # not in a run of Triton variants only (--only)
             row["x_funasr"] = row["audio_s_per_s"] / self.rows[0]["audio_s_per_s"]
         self.rows.append(row)
         print(f"  {name}: {row['audio_s_per_s']:.2f} audio s/s, p95 {row['p95_ms']:.0f} ms", flush=True)
@@ -149,6 +151,8 @@ def funasr_lines(rows: list[dict]) -> list[tuple[dict, str, str]]:
     """The FunASR rows drawn as horizontal lines: (row, label, line style): one at a time, its best fp32
     setting (if another), and each other precision (autocast bf16)."""
     funasr = [r for r in rows if r["system"].startswith(FUNASR)]
+    if not funasr:
+        return []
     first = funasr[0]
     lines = [(first, "FunASR PyTorch (one at a time)", "--")]
     best = max((r for r in funasr if r["precision"] == first["precision"]), key=lambda r: r["audio_s_per_s"])

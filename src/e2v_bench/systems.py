@@ -17,6 +17,8 @@ triton-openvino cN                OpenVINO fp32 encoder (e2v-export --runtime op
 triton-openvino-bf16 cN           OpenVINO bf16, where the CPU has native bf16 (else skipped, and said so)
 triton-pad cN                     before the length grouping: one padded batch per execute()
                                   (--max-padding-ratio 1000), fp32, concurrencies above 1
+triton[-openvino]-2x1 cN          two encoder instances of one thread each (OpenVINO: two streams) against
+                                  the default one instance of two threads, fp32, concurrencies above 1
 """
 
 from __future__ import annotations
@@ -83,10 +85,11 @@ def unavailable(cpu, runtime: str, precision: str) -> str | None:
 
 
 def triton_variants(
-    concurrencies: list[int], cpu, int8: bool = True, padded: bool = True
+    concurrencies: list[int], cpu, int8: bool = True, serving_layouts: bool = True
 ) -> tuple[list[TritonVariant], list[Skipped]]:
-    """ONNX Runtime fp32; int8 if asked; OpenVINO fp32; OpenVINO bf16 where the CPU has native bf16; without
-    length grouping if asked (at the concurrencies above 1 only). The variants, and those skipped (and why)."""
+    """ONNX Runtime fp32; int8 if asked; OpenVINO fp32; OpenVINO bf16 where the CPU has native bf16; if asked,
+    the serving layouts (without length grouping; two instances of one thread) at the concurrencies above 1.
+    The variants, and those skipped (and why)."""
     encoders = [("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32"), ("openvino", "bf16")]
     if not int8:
         encoders.remove(("onnxruntime", "int8"))
@@ -98,9 +101,14 @@ def triton_variants(
             skipped.append(Skipped(variant.systems(), reason))
         else:
             variants.append(variant)
-    if padded:
-        pad = [c for c in concurrencies if c > 1]
-        variants.append(TritonVariant(f"{TRITON}-pad", "onnxruntime", "fp32", pad, {"max_padding_ratio": 1000.0}))
+    if serving_layouts:
+        above_one = [c for c in concurrencies if c > 1]
+        two_by_one = {"encoder_instances": 2, "threads": 1}
+        variants += [
+            TritonVariant(f"{TRITON}-pad", "onnxruntime", "fp32", above_one, {"max_padding_ratio": 1000.0}),
+            TritonVariant(f"{TRITON}-2x1", "onnxruntime", "fp32", above_one, two_by_one),
+            TritonVariant(f"{TRITON}-openvino-2x1", "openvino", "fp32", above_one, two_by_one),
+        ]
     return [v for v in variants if v.concurrencies], skipped
 
 

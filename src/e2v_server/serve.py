@@ -8,6 +8,8 @@ and the interpreter's lib folder on LD_LIBRARY_PATH; this module prepares that
 in a cache folder, never in site-packages.
 
     e2v-serve --model-repository model_repository [--grpc-port 8001] [--host 127.0.0.1]
+    e2v-serve --model-repository model_repository --public 0.0.0.0:8443 --token-file token.txt \
+        [--tls-cert server.crt --tls-key server.key]     # beyond loopback: behind the gateway (gateway.py)
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ import socket
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from e2v_server import contract
+from e2v_server import contract, gateway
 
 
 class ServerStartError(RuntimeError):
@@ -227,10 +230,13 @@ class TritonServer:
         self.stop()
 
 
-def main(argv: list[str] | None = None) -> int:
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="e2v-serve", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-repository", default="model_repository")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    parser.add_argument("--host", default="127.0.0.1", help="address Triton binds (default: loopback only)")
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--metrics-port", type=int, default=8002)
@@ -242,45 +248,142 @@ def main(argv: list[str] | None = None) -> int:
         help="the python3 (for example a virtual environment's, same minor version) whose packages the "
         "repository's Python models use; they need only numpy and onnxruntime (default: this Python)",
     )
-    args = parser.parse_args(argv)
+    public = parser.add_argument_group(
+        "public mode: nginx in front of the loopback-bound server (TLS, bearer token, request-size limit)"
+    )
+    public.add_argument("--public", metavar="HOST:PORT", help="serve gRPC and HTTP through the gateway here")
+    public.add_argument("--token-file", help="file holding the bearer token clients must send (required)")
+    public.add_argument("--tls-cert", help="certificate chain (PEM); default: a self-signed one, made once")
+    public.add_argument("--tls-key", help="the certificate's private key (PEM)")
+    public.add_argument(
+        "--admin-key-file",
+        help="Triton's admin protocols (shared memory, repository, statistics, trace, logging) need this key "
+        f"in the header {gateway.ADMIN_KEY_HEADER} (gRPC: {gateway.GRPC_ADMIN_KEY_HEADER}); a new random key "
+        "is written there if the file does not exist (default: $E2V_CACHE/gateway/admin-key)",
+    )
+    public.add_argument(
+        "--print-gateway-env",
+        action="store_true",
+        help="print the gateway's request-size limits for this repository (for docker/ and deploy/) and exit",
+    )
+    return parser
 
-    try:
-        server = TritonServer(
-            args.model_repository,
-            args.host,
-            args.grpc_port,
-            args.http_port,
-            args.metrics_port,
-            args.tritonserver,
-            args.log_file,
-            ready_timeout=args.ready_timeout,
-            model_python=args.model_python,
-        )
-        stopping = []
 
-        def on_signal(signum, _frame):
-            stopping.append(signum)
-            raise KeyboardInterrupt
+def _cache_dir() -> Path:
+    return Path(os.environ.get("E2V_CACHE", Path.home() / ".cache" / "e2v"))
 
-        signal.signal(signal.SIGTERM, on_signal)
-        print(f"e2v-serve: starting {server.command.binary} on {args.model_repository} ...", flush=True)
-        server.start()
-    except (ServerStartError, KeyboardInterrupt) as exc:
-        print(f"e2v-serve: error: {exc or 'interrupted'}", file=sys.stderr)
-        return 1
+
+def _gateway_settings(args) -> dict:
+    """The checked public-mode settings: the token, TLS files, admin key and request limits."""
+    if not args.token_file:
+        raise gateway.GatewayError("--public needs --token-file: the gateway refuses requests without the token")
+    if args.host not in LOOPBACK:
+        raise gateway.GatewayError(f"--public puts the gateway in front: Triton stays on loopback, not {args.host}")
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise gateway.GatewayError("--tls-cert and --tls-key go together")
+    host, _ = gateway.split_address(args.public)
+    if args.tls_cert:
+        tls = (Path(args.tls_cert), Path(args.tls_key))
+    else:
+        tls = gateway.self_signed_certificate(host, _cache_dir() / "gateway")
+        print(f"e2v-serve: self-signed certificate {tls[0]} (clients: --root-cert {tls[0]})", flush=True)
+    admin_key_file = Path(args.admin_key_file or _cache_dir() / "gateway" / "admin-key")
+    max_seconds = gateway.repository_max_seconds(Path(args.model_repository))
+    return {
+        "token": gateway.read_token(args.token_file),
+        "tls": tls,
+        "admin_key": gateway.read_or_make_admin_key(admin_key_file),
+        "admin_key_file": admin_key_file,
+        "limits": gateway.RequestLimits.for_max_seconds(max_seconds),
+    }
+
+
+def _start_gateway(args, server: TritonServer, settings: dict, run_dir: Path) -> gateway.Gateway:
+    front = gateway.Gateway(
+        args.public,
+        settings["token"],
+        *settings["tls"],
+        triton_grpc=server.grpc_url,
+        triton_http=f"{server.host}:{server.http_port}",
+        limits=settings["limits"],
+        run_dir=run_dir,
+    )
+    return front.start()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.print_gateway_env:
+        limits = gateway.RequestLimits.for_max_seconds(gateway.repository_max_seconds(Path(args.model_repository)))
+        print("\n".join(f"{name}={value}" for name, value in limits.env().items()))
+        return 0
+    stopping = []
+
+    def on_signal(signum, _frame):
+        stopping.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    front = None
+    with tempfile.TemporaryDirectory(prefix="e2v-gateway-") as run_dir:
+        try:
+            settings = _gateway_settings(args) if args.public else None
+            restrictions = gateway.triton_restriction_args(settings["admin_key"]) if settings else []
+            server = TritonServer(
+                args.model_repository,
+                args.host,
+                args.grpc_port,
+                args.http_port,
+                args.metrics_port,
+                args.tritonserver,
+                args.log_file,
+                extra_args=restrictions,
+                ready_timeout=args.ready_timeout,
+                model_python=args.model_python,
+            )
+            print(f"e2v-serve: starting {server.command.binary} on {args.model_repository} ...", flush=True)
+            server.start()
+            front = _start_gateway(args, server, settings, Path(run_dir)) if settings else None
+        except (ServerStartError, gateway.GatewayError, KeyboardInterrupt) as exc:
+            print(f"e2v-serve: error: {exc or 'interrupted'}", file=sys.stderr)
+            if "server" in locals():
+                server.stop()
+            return 1
+        _announce(args, server, front, settings)
+        return _serve_until_stopped(server, front)
+
+
+def _announce(args, server: TritonServer, front, settings) -> None:
     print(
         f"e2v-serve: {contract.ENSEMBLE_MODEL} READY in {server.startup_seconds:.1f} s; "
-        f"gRPC {server.grpc_url}, HTTP {args.host}:{server.http_port}, metrics {args.host}:{server.metrics_port}. "
-        "Ctrl-C stops.",
+        f"gRPC {server.grpc_url}, HTTP {args.host}:{server.http_port}, metrics {args.host}:{server.metrics_port}.",
         flush=True,
     )
+    if front:
+        print(
+            f"e2v-serve: gateway on {args.public} (TLS; gRPC and HTTP; bearer token required; requests over "
+            f"{settings['limits'].grpc_bytes} bytes on gRPC refused); admin key in {settings['admin_key_file']}.",
+            flush=True,
+        )
+    print("e2v-serve: Ctrl-C stops.", flush=True)
+
+
+def _serve_until_stopped(server: TritonServer, front) -> int:
     try:
         while server.process.poll() is None:
+            if front and front.process.poll() is not None:
+                print(f"e2v-serve: nginx exited with code {front.process.returncode}", file=sys.stderr)
+                server.stop()
+                return 1
             time.sleep(0.5)
         print(f"e2v-serve: tritonserver exited with code {server.process.returncode}", file=sys.stderr)
+        if front:
+            front.stop()
         return 1
     except KeyboardInterrupt:
         print("e2v-serve: stopping ...", flush=True)
+        if front:
+            front.stop()
         server.stop()
         print("e2v-serve: stopped", flush=True)
         return 0
