@@ -8,7 +8,10 @@ cd "$(dirname "$0")/.."
 #   libb64-0d   Triton's perf_analyzer (shipped in the tritonclient wheel) links against it
 #   espeak-ng   speaks the example clips for `make run`
 #   chromium    headless browser for tests/test_web.py (driven by Playwright; never `playwright install`)
-APT_PACKAGES=(libb64-0d espeak-ng chromium)
+#   nginx       the gateway of `e2v-serve --public` (TLS, token, size limits); its tests start it
+#   gettext-base envsubst, which renders the gateway's template in the official nginx image (tested alike)
+#   jq curl     the README's curl example (tested)
+APT_PACKAGES=(libb64-0d espeak-ng chromium nginx gettext-base jq curl)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
