@@ -259,7 +259,8 @@ def _parser() -> argparse.ArgumentParser:
         "--admin-key-file",
         help="Triton's admin protocols (shared memory, repository, statistics, trace, logging) need this key "
         f"in the header {gateway.ADMIN_KEY_HEADER} (gRPC: {gateway.GRPC_ADMIN_KEY_HEADER}); a new random key "
-        "is written there if the file does not exist (default: $E2V_CACHE/gateway/admin-key)",
+        "is written there if the file does not exist. Public mode always restricts them (default file: "
+        "$E2V_CACHE/gateway/admin-key); without --public, giving this file restricts them too",
     )
     public.add_argument(
         "--print-gateway-env",
@@ -298,6 +299,16 @@ def _gateway_settings(args) -> dict:
     }
 
 
+def _restrictions(args, settings: dict | None) -> list[str]:
+    """Triton's flags for its admin protocols: behind the key in public mode, or wherever --admin-key-file is
+    given (docker/ and deploy/k8s, where the gateway runs in its own container)."""
+    if settings:
+        return gateway.triton_restriction_args(settings["admin_key"])
+    if args.admin_key_file:
+        return gateway.triton_restriction_args(gateway.read_or_make_admin_key(Path(args.admin_key_file)))
+    return []
+
+
 def _start_gateway(args, server: TritonServer, settings: dict, run_dir: Path) -> gateway.Gateway:
     front = gateway.Gateway(
         args.public,
@@ -328,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="e2v-gateway-") as run_dir:
         try:
             settings = _gateway_settings(args) if args.public else None
-            restrictions = gateway.triton_restriction_args(settings["admin_key"]) if settings else []
+            restrictions = _restrictions(args, settings)
             server = TritonServer(
                 args.model_repository,
                 args.host,
