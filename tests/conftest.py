@@ -92,6 +92,7 @@ class PublicServer:
     """`e2v-serve --public` on the tiny repository: nginx with the shipped configuration in front of Triton."""
 
     url: str  # the gateway, HOST:PORT (TLS; gRPC and HTTP)
+    repository: Path
     token: str
     token_file: Path
     root_cert: Path  # the gateway's self-signed certificate, which clients pin
@@ -155,6 +156,7 @@ def public_server(tiny, tmp_path_factory):
     admin_key = (folder / "admin-key").read_text().strip()
     yield PublicServer(
         f"127.0.0.1:{port}",
+        tiny.repository,
         token,
         token_file,
         cert,

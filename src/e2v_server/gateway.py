@@ -63,6 +63,8 @@ def repository_max_seconds(repository: Path) -> float:
     from tritonclient.grpc import model_config_pb2
 
     path = Path(repository) / contract.ENSEMBLE_MODEL / "config.pbtxt"
+    if not path.exists():
+        raise GatewayError(f"{repository} is not an exported model repository (no {path.relative_to(repository)})")
     config = text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
     parameters = contract.string_parameters(json_format.MessageToDict(config, preserving_proto_field_name=True))
     return float(parameters[contract.PARAM_MAX_SECONDS])

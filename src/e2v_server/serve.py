@@ -283,15 +283,16 @@ def _gateway_settings(args) -> dict:
     if bool(args.tls_cert) != bool(args.tls_key):
         raise gateway.GatewayError("--tls-cert and --tls-key go together")
     host, _ = gateway.split_address(args.public)
+    token = gateway.read_token(args.token_file)
+    max_seconds = gateway.repository_max_seconds(Path(args.model_repository))
     if args.tls_cert:
         tls = (Path(args.tls_cert), Path(args.tls_key))
     else:
         tls = gateway.self_signed_certificate(host, _cache_dir() / "gateway")
         print(f"e2v-serve: self-signed certificate {tls[0]} (clients: --root-cert {tls[0]})", flush=True)
     admin_key_file = Path(args.admin_key_file or _cache_dir() / "gateway" / "admin-key")
-    max_seconds = gateway.repository_max_seconds(Path(args.model_repository))
     return {
-        "token": gateway.read_token(args.token_file),
+        "token": token,
         "tls": tls,
         "admin_key": gateway.read_or_make_admin_key(admin_key_file),
         "admin_key_file": admin_key_file,
