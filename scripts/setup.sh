@@ -32,3 +32,14 @@ PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
 "${PIP[@]}" install torch==2.13.0
 "${PIP[@]}" install -e ".[export,server,test,bench,web]"
 echo "setup: .venv ready"
+
+# The Node.js example's packages (examples/node, tested by tests/test_any_language.py), where npm is installed:
+# exactly package-lock.json's versions, installed again only when the lock file is newer.
+if command -v npm >/dev/null; then
+  if [ ! -d examples/node/node_modules ] || [ examples/node/package-lock.json -nt examples/node/node_modules ]; then
+    (cd examples/node && npm ci --no-audit --no-fund --loglevel=error)
+    touch examples/node/node_modules
+  fi
+else
+  echo "setup: no npm: the Node.js example (examples/node) is not installed and its tests are skipped"
+fi

@@ -4,7 +4,9 @@ Each input is decoded, scored and written on its own: a failure (bad audio, a
 server that stays down after the retries) becomes an error row and the batch
 goes on. With resume=True, inputs that already have a complete folder with the
 same settings are skipped, so an interrupted job can be finished without
-redoing or duplicating anything.
+redoing or duplicating anything. A server that refuses this client (bearer
+token) or a TLS failure stops the batch at once (AccessError): every file
+would fail the same way, and --resume finishes the job once it is fixed.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 
 from e2v_client import audio
-from e2v_client.client import Emotion2vecClient, Prediction, RequestError, ServerError
+from e2v_client.client import AccessError, Emotion2vecClient, Prediction, RequestError, ServerError
 from e2v_client.outputs import SummaryRow, completed_sources, write_folder, write_summary
 
 
@@ -96,6 +98,8 @@ async def score_file(client: Emotion2vecClient, path: Path, options: BatchOption
         return (await score_clip(client, clip, options, source))[2]
     except (audio.AudioError, RequestError) as exc:
         return SummaryRow(source_file=source, status="failed", error=str(exc))
+    except AccessError:
+        raise  # the batch stops: every file would fail the same way
     except ServerError as exc:
         return SummaryRow(source_file=source, status="failed", error=f"{ServerError.__name__}: {exc}")
 
@@ -106,6 +110,7 @@ async def run_batch(
     options: BatchOptions,
     on_done: Callable[[SummaryRow], None] | None = None,
 ) -> BatchReport:
+    """Score the inputs; raises AccessError (after the requests in flight) if the server refuses this client."""
     started = datetime.now()
     start = time.monotonic()
     done = completed_sources(options.output_dir, options.granularity, options.embedding) if options.resume else {}
@@ -113,6 +118,7 @@ async def run_batch(
     rows: list[SummaryRow | None] = [None] * len(inputs)
     limit = asyncio.Semaphore(options.concurrency)
     server_down: list[str] = []  # once the server stays down after the retries, stop sending
+    refused: list[AccessError] = []  # once the server refuses this client, stop: no rows, no summary
 
     async def one(index: int, path: Path) -> None:
         source = str(path.resolve())
@@ -120,6 +126,8 @@ async def run_batch(
             row = SummaryRow(source_file=source, folder=str(done[source]), status="skipped")
         else:
             async with limit:
+                if refused:
+                    return
                 if server_down:
                     row = SummaryRow(
                         source_file=source,
@@ -127,7 +135,11 @@ async def run_batch(
                         error=f"not sent: the server is unavailable ({server_down[0]}); re-run with --resume",
                     )
                 else:
-                    row = await score_file(client, path, options)
+                    try:
+                        row = await score_file(client, path, options)
+                    except AccessError as exc:
+                        refused.append(exc)
+                        return
                     if row.status == "failed" and row.error.startswith(ServerError.__name__):
                         server_down.append(row.error)
         rows[index] = row
@@ -137,6 +149,8 @@ async def run_batch(
             on_done(row)
 
     await asyncio.gather(*(one(i, p) for i, p in enumerate(inputs)))
+    if refused:
+        raise refused[0]
     report.rows = rows
     report.wall_seconds = time.monotonic() - start
     report.summary_path = write_summary(options.output_dir, rows, started)

@@ -2,6 +2,7 @@
 
 e2v-client clip.wav more/ --url 127.0.0.1:8001 --granularity frame --embedding
 e2v-client --files-from list.txt --resume
+e2v-client clip.wav --url gateway.example:8443 --root-cert gateway.crt --token-file token   # e2v-serve --public
 """
 
 from __future__ import annotations
@@ -14,7 +15,16 @@ from pathlib import Path
 from tqdm import tqdm
 
 from e2v_client.batch import BatchOptions, expand_inputs, run_batch
-from e2v_client.client import GRANULARITIES, Emotion2vecClient, RetryPolicy, ServerError
+from e2v_client.client import (
+    GRANULARITIES,
+    AccessError,
+    ConfigError,
+    Emotion2vecClient,
+    RetryPolicy,
+    ServerError,
+    check_root_cert,
+    read_token_file,
+)
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_ERROR = 0, 1, 2
 
@@ -35,6 +45,33 @@ def add_server_arguments(parser: argparse.ArgumentParser, retries: int) -> None:
         help="retries of a request while the server is down or overloaded (default: %(default)s)",
     )
     parser.add_argument("--output-dir", default="outputs", help="root of the outputs folders (default: %(default)s)")
+    secure = parser.add_argument_group("through the gateway (e2v-serve --public)")
+    secure.add_argument("--ssl", action="store_true", help="TLS, trusting the system's certificate authorities")
+    secure.add_argument(
+        "--root-cert",
+        metavar="FILE",
+        help="TLS, trusting this PEM certificate (the gateway's own, or its CA); implies --ssl",
+    )
+    secure.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help="send the bearer token on this file's first line with every request (it is never printed or written)",
+    )
+
+
+def client_options(args) -> dict:
+    """Emotion2vecClient's TLS and token options from the parsed arguments; ConfigError names a file that cannot
+    be used. The token is read here, not kept on `args`, so that printing the arguments never shows it."""
+    root_cert = check_root_cert(args.root_cert) if args.root_cert else None
+    token = read_token_file(args.token_file) if args.token_file else None
+    return {"ssl": args.ssl or root_cert is not None, "root_cert": root_cert, "token": token}
+
+
+def plaintext_token_warning(options: dict, prog: str) -> str | None:
+    """A warning when the token would travel without TLS, readable by anyone on the way."""
+    if options["token"] is not None and not options["ssl"]:
+        return f"{prog}: warning: --token-file without --ssl or --root-cert: the token travels unencrypted"
+    return None
 
 
 def parse_args(argv):
@@ -62,19 +99,36 @@ def read_list(name: str) -> list[str]:
     return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 
+async def connected_client(args) -> Emotion2vecClient | None:
+    """A client that has read the model's identity from the server; None (said on stderr) if it cannot be used."""
+    try:
+        security = client_options(args)
+    except ConfigError as exc:
+        print(f"e2v-client: error: {exc}", file=sys.stderr)
+        return None
+    if warning := plaintext_token_warning(security, "e2v-client"):
+        print(warning, file=sys.stderr)
+    client = Emotion2vecClient(args.url, timeout=args.timeout, retry=RetryPolicy(attempts=args.retries + 1), **security)
+    try:
+        await client.connect()
+        return client
+    except ServerError as exc:  # AccessError (token, TLS) says what to fix; anything else: is it running?
+        hint = "" if isinstance(exc, AccessError) else ". Is it running (e2v-serve)?"
+        print(f"e2v-client: error: cannot use the server: {exc}{hint}", file=sys.stderr)
+        await client.close()
+        return None
+
+
 async def main_async(args) -> int:
     inputs = expand_inputs(args.inputs + (read_list(args.files_from) if args.files_from else []))
     if not inputs:
         print("e2v-client: no audio files found in the inputs given", file=sys.stderr)
         return EXIT_ERROR
     options = BatchOptions(Path(args.output_dir), args.granularity, args.embedding, args.concurrency, args.resume)
-    client = Emotion2vecClient(args.url, timeout=args.timeout, retry=RetryPolicy(attempts=args.retries + 1))
-    try:
-        info = await client.connect()
-    except ServerError as exc:
-        print(f"e2v-client: error: cannot use the server: {exc}. Is it running (e2v-serve)?", file=sys.stderr)
-        await client.close()
+    client = await connected_client(args)
+    if client is None:
         return EXIT_ERROR
+    info = client.info
     if info.random_weights:
         print(
             "e2v-client: warning: the server runs a random-weight test checkpoint; its predictions are meaningless",
@@ -96,6 +150,14 @@ async def main_async(args) -> int:
 
     try:
         report = await run_batch(client, inputs, options, on_done)
+    except AccessError as exc:
+        progress.close()  # before the message, so that the bar does not overwrite it
+        print(
+            f"e2v-client: error: stopped: {exc}. The folders written so far are complete: "
+            "re-run with --resume once this is fixed",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
     finally:
         progress.close()
         await client.close()

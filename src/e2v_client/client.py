@@ -3,6 +3,10 @@
 The model's identity (labels, embedding size, frame rate, maximum duration)
 is read from the server's model config, never from constants here.
 
+Security: against the gateway (`e2v-serve --public`), ssl/root_cert make the channel TLS and `token` is sent as
+the bearer token in every call's metadata, and nowhere else (never in a message, repr or file). A refused token
+and a failed TLS handshake are AccessError at once, never retried: no retry fixes them.
+
 Long audio: a clip longer than the server's maximum duration is split into
 equal windows of at most that length, each scored by the server. Frame outputs
 are the windows' frames concatenated; the utterance embedding is the mean of
@@ -16,15 +20,18 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+import re
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import tritonclient.grpc.aio as grpcaio
-from tritonclient.grpc import InferInput, InferRequestedOutput
+from tritonclient.grpc import InferenceServerClientPlugin, InferInput, InferRequestedOutput
 from tritonclient.utils import InferenceServerException
 
 from e2v_server import contract
+from e2v_server.gateway import TOKEN_HEADER
 
 # gRPC status codes worth retrying: the server is down, restarting, overloaded or slow.
 RETRYABLE = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED", "UNKNOWN")
@@ -46,6 +53,81 @@ class ServerError(RuntimeError):
 
 class RequestError(ValueError):
     """The server refused this input (bad audio): retrying will not help."""
+
+
+class AccessError(ServerError):
+    """The server refused this client (bearer token) or no secure connection could be made (TLS).
+
+    Retrying, or another server of the same deployment, will not help: it is raised at once, and a batch stops.
+    """
+
+
+class ConfigError(ValueError):
+    """A token or certificate file the client was given cannot be used. The message names the file, never the token."""
+
+
+# A bearer token's characters (RFC 6750's b64token): anything else could not travel as gRPC metadata
+TOKEN_PATTERN = re.compile(r"[A-Za-z0-9._~+/-]+=*")
+PLAINTEXT_REFUSED = "the server did not answer plaintext gRPC: it may need TLS (--ssl or --root-cert FILE)"
+# gRPC reports a failed TLS set-up as UNAVAILABLE, like a server that is down: these texts tell them apart
+# (what grpcio says for each, checked against the gateway), with what to do about each
+TLS_FAILURES = (
+    ("CERTIFICATE_VERIFY_FAILED", "the server's TLS certificate is not trusted: pin it with --root-cert FILE"),
+    ("peer name", "the server's TLS certificate does not name this address"),
+    ("WRONG_VERSION_NUMBER", "TLS handshake failed: the server does not speak TLS (drop --ssl and --root-cert?)"),
+    ("security handshaker", "TLS could not be set up: is the --root-cert file the server's certificate?"),
+    ("SSL_ERROR_SSL", "TLS handshake failed"),
+    ("http1.x server", PLAINTEXT_REFUSED),  # a TLS port (nginx answers HTTP/1 "400"), or an HTTP port
+    ("Expected SETTINGS frame", PLAINTEXT_REFUSED),
+)
+
+
+def read_token_file(path: str | Path) -> str:
+    """The bearer token in a file: its first non-empty line, stripped. Errors name the file, never its content."""
+    try:
+        text = Path(path).read_text("utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read the token file {path}: {exc.strerror or type(exc).__name__}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"the token file {path} is not text") from None
+    token = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    if not token:
+        raise ConfigError(f"the token file {path} is empty: put the bearer token on its first line")
+    if not TOKEN_PATTERN.fullmatch(token):
+        raise ConfigError(f"the first line of the token file {path} is not a bearer token (A-Z a-z 0-9 - . _ ~ + /)")
+    return token
+
+
+def check_root_cert(path: str | Path) -> str:
+    """The path of a readable PEM certificate file, as tritonclient takes it."""
+    try:
+        text = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the root certificate {path}: {exc.strerror or type(exc).__name__}") from None
+    if b"-----BEGIN CERTIFICATE-----" not in text:
+        raise ConfigError(f"the root certificate {path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
+    return str(path)
+
+
+class BearerToken(InferenceServerClientPlugin):
+    """tritonclient calls this before every request, whatever the method: the token goes on each call's metadata."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, token: str):
+        if not TOKEN_PATTERN.fullmatch(token or ""):
+            raise ConfigError("the bearer token is empty or has characters a token cannot have")
+        self._value = f"Bearer {token}"
+
+    def __call__(self, request) -> None:
+        request.headers = {**request.headers, TOKEN_HEADER: self._value}  # a copy: the caller's dict stays as it was
+
+    def __repr__(self) -> str:
+        return "BearerToken(<hidden>)"
+
+    def hide(self, text: str) -> str:
+        """`text` with the token blanked out, should a server ever echo it."""
+        return text.replace(self._value[len("Bearer ") :], "<token>")
 
 
 @dataclass
@@ -127,16 +209,45 @@ def _status(exc: InferenceServerException) -> str:
     return str(exc.status() or "").replace("StatusCode.", "")
 
 
+def access_problem(exc: InferenceServerException, has_token: bool) -> str | None:
+    """What is wrong when the server refused this client or TLS failed (not worth retrying); None otherwise."""
+    status, text = _status(exc), exc.message() or str(exc)
+    if status == "UNAUTHENTICATED":
+        if has_token:
+            return f"the server refused the bearer token ({text}): check the --token-file"
+        return f"the server requires a bearer token ({text}): pass --token-file FILE"
+    if status == "PERMISSION_DENIED":
+        return f"the server denied access ({text}): check the --token-file"
+    if status == "UNAVAILABLE":
+        detail = text.rsplit("last error: ", 1)[-1]
+        for pattern, hint in TLS_FAILURES:
+            if pattern.lower() in text.lower():
+                return f"{hint} ({detail})"
+    return None
+
+
 class Emotion2vecClient:
     """An asyncio client for one or more servers. Create it once and reuse it (one gRPC channel each).
 
     With several URLs, requests go round-robin to the servers that are up; a server that fails
     with a transient error is left out for ``cooldown`` seconds and the request moves to the next
     one at once. Back-off and the retry budget apply when every server has failed.
+
+    Through the gateway: ``root_cert`` (a PEM file the server's certificate chains to; implies ``ssl``) or
+    ``ssl=True`` (the system's CAs) for TLS, and ``token``, sent as the bearer token on every call. A refused
+    token or a TLS failure raises AccessError at once, without retries or failover.
     """
 
     def __init__(
-        self, url: str | list[str], timeout: float = 120.0, retry: RetryPolicy | None = None, cooldown: float = 5.0
+        self,
+        url: str | list[str],
+        timeout: float = 120.0,
+        retry: RetryPolicy | None = None,
+        cooldown: float = 5.0,
+        *,
+        ssl: bool = False,
+        root_cert: str | Path | None = None,
+        token: str | None = None,
     ):
         self.urls = [u.strip() for u in url.split(",")] if isinstance(url, str) else list(url)
         if not self.urls or not all(self.urls):
@@ -145,10 +256,29 @@ class Emotion2vecClient:
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self.cooldown = cooldown
-        self._servers = [grpcaio.InferenceServerClient(u, channel_args=CHANNEL_ARGS) for u in self.urls]
+        self.root_cert = check_root_cert(root_cert) if root_cert is not None else None
+        self.ssl = bool(ssl) or self.root_cert is not None
+        self._token = BearerToken(token) if token is not None else None
+        self._servers = [self._make_server(u) for u in self.urls]
         self._down_until = [0.0] * len(self.urls)
         self._next = 0
         self.info: ModelInfo | None = None
+
+    @property
+    def has_token(self) -> bool:
+        return self._token is not None
+
+    def _make_server(self, url: str) -> grpcaio.InferenceServerClient:
+        # never verbose=True: tritonclient then prints each call's metadata, the token included
+        server = grpcaio.InferenceServerClient(
+            url, ssl=self.ssl, root_certificates=self.root_cert, channel_args=CHANNEL_ARGS
+        )
+        if self._token is not None:
+            server.register_plugin(self._token)
+        return server
+
+    def _hide(self, text: str) -> str:
+        return self._token.hide(text) if self._token is not None else text
 
     async def __aenter__(self):
         await self.connect()
@@ -172,6 +302,18 @@ class Emotion2vecClient:
                 return index
         return min(range(count), key=lambda i: self._down_until[i])
 
+    def _not_retryable(self, exc: InferenceServerException, what: str, url: str) -> Exception | None:
+        """The error to raise at once for a failure that retrying will not fix; None for a transient one."""
+        status = _status(exc)
+        if status == "INVALID_ARGUMENT" or (status == "RESOURCE_EXHAUSTED" and "too large" in str(exc).lower()):
+            return RequestError(self._hide(exc.message() or str(exc)))  # bad or oversize input (the gateway's limit)
+        problem = access_problem(exc, self.has_token)
+        if problem:
+            return AccessError(self._hide(f"{what} failed at {url}: {problem}"))
+        if status not in RETRYABLE and "unknown model" not in str(exc).lower():
+            return ServerError(self._hide(f"{what} failed at {url}: {exc.message() or exc}"))
+        return None
+
     async def _call(self, what: str, call):
         """Run call(server) with failover between servers and bounded, backed-off retries."""
         delays = self.retry.delays()
@@ -181,18 +323,16 @@ class Emotion2vecClient:
             try:
                 return await call(self._servers[index])
             except InferenceServerException as exc:
-                status = _status(exc)
-                if status == "INVALID_ARGUMENT":
-                    raise RequestError(exc.message()) from None
-                if status not in RETRYABLE and "unknown model" not in str(exc).lower():
-                    raise ServerError(f"{what} failed at {self.urls[index]}: {exc.message() or exc}") from None
+                refused = self._not_retryable(exc, what, self.urls[index])
+                if refused is not None:
+                    raise refused from None
                 self._down_until[index] = time.monotonic() + self.cooldown
                 failed_since_sleep.add(index)
                 if len(failed_since_sleep) < len(self._servers):
                     continue  # fail over to another server at once
                 delay = next(delays, None)
                 if delay is None:
-                    raise ServerError(f"{what} failed at {self.url}: {exc.message() or exc}") from None
+                    raise ServerError(self._hide(f"{what} failed at {self.url}: {exc.message() or exc}")) from None
                 failed_since_sleep.clear()
                 await asyncio.sleep(delay)
 

@@ -72,6 +72,10 @@ class WebApp:
         timeout: float = 120.0,
         retries: int = 2,
         concurrency: int = 4,
+        *,
+        ssl: bool = False,
+        root_cert: str | Path | None = None,
+        token: str | None = None,
     ):
         self.output_dir = Path(output_dir).resolve()
         self.upload_root = Path(upload_root)
@@ -79,7 +83,7 @@ class WebApp:
         self.max_upload_bytes = int(max_upload_mb * MB)
         self.max_upload_mb = max_upload_mb
         self.concurrency = concurrency
-        self.client = BlockingClient(url, timeout=timeout, retries=retries)
+        self.client = BlockingClient(url, timeout=timeout, retries=retries, ssl=ssl, root_cert=root_cert, token=token)
         self.info: ModelInfo | None = None
         self.server_error: str | None = None
 

@@ -1,6 +1,7 @@
 """e2v-web: a local web page for emotion2vec+ on a Triton server, like the emotion2vec+ desktop tool.
 
     e2v-web --url 127.0.0.1:8001 --host 127.0.0.1 --port 7860 --output-dir outputs --max-upload-mb 50
+    e2v-web --url gateway.example:8443 --root-cert gateway.crt --token-file token      # e2v-serve --public
 
 The page has no login, so it binds 127.0.0.1 unless --host says otherwise (and warns when it does); uploads
 are bounded by --max-upload-mb (Gradio refuses bigger ones, and the page's logic checks again).
@@ -18,7 +19,8 @@ import threading
 
 import numpy as np
 
-from e2v_client.cli import add_server_arguments
+from e2v_client.cli import add_server_arguments, client_options, plaintext_token_warning
+from e2v_client.client import ConfigError
 from e2v_client.web.app import MB, WebApp
 from e2v_client.web.files import make_work_dir
 from e2v_client.web.page import CSS, build_page, theme
@@ -79,8 +81,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"e2v-web: error: {exc}: install the web extra (pip install 'emotion2vec-triton[web]')", file=sys.stderr)
         return 2
 
+    try:
+        security = client_options(args)
+    except ConfigError as exc:
+        print(f"e2v-web: error: {exc}", file=sys.stderr)
+        return 2
+    if warning := plaintext_token_warning(security, "e2v-web"):
+        print(warning, file=sys.stderr)
     app = WebApp(
-        args.url, args.output_dir, get_upload_folder(), make_work_dir(), args.max_upload_mb, args.timeout, args.retries
+        args.url,
+        args.output_dir,
+        get_upload_folder(),
+        make_work_dir(),
+        args.max_upload_mb,
+        args.timeout,
+        args.retries,
+        **security,
     )
     app.refresh_info()
     _warn(app, args)
