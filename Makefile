@@ -9,7 +9,7 @@ STAMP := $(VENV)/.setup-done
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml scripts/setup.sh
+$(STAMP): pyproject.toml scripts/setup.sh examples/node/package-lock.json
 	scripts/setup.sh
 	touch $(STAMP)
 

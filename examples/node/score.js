@@ -1,0 +1,125 @@
+#!/usr/bin/env node
+// Score one clip with the emotion2vec service through its gateway: KServe v2 gRPC, TLS, bearer token.
+//   node score.js --url HOST:PORT --root-cert FILE --token-file FILE clip.wav
+// clip.wav: 16 kHz mono 16-bit PCM, one utterance (30 s at most by default), e.g. from
+//   ffmpeg -i clip.m4a -ac 1 -ar 16000 -c:a pcm_s16le clip.wav
+"use strict";
+const fs = require("node:fs");
+const path = require("node:path");
+const { parseArgs } = require("node:util");
+const grpc = require("@grpc/grpc-js");
+const protoLoader = require("@grpc/proto-loader");
+
+const MODEL = "emotion2vec";
+const USAGE = "usage: node score.js --url HOST:PORT --root-cert FILE --token-file FILE clip.wav";
+
+class UserError extends Error {}
+
+// The samples of a 16 kHz mono 16-bit PCM WAV as float32 little-endian bytes (sample / 32768), as the model
+// takes them in raw_input_contents.
+function readWav(file) {
+  const wav = fs.readFileSync(file);
+  if (wav.toString("latin1", 0, 4) !== "RIFF" || wav.toString("latin1", 8, 12) !== "WAVE") {
+    throw new UserError(`${file} is not a WAV file`);
+  }
+  let fmt = null;
+  for (let at = 12; at + 8 <= wav.length; ) {
+    const id = wav.toString("latin1", at, at + 4);
+    const size = wav.readUInt32LE(at + 4);
+    const body = at + 8;
+    if (id === "fmt ") {
+      const tag = wav.readUInt16LE(body); // 1: PCM; 0xFFFE: extensible, its sub-format at byte 24
+      fmt = {
+        pcm: tag === 1 || (tag === 0xfffe && wav.readUInt16LE(body + 24) === 1),
+        channels: wav.readUInt16LE(body + 2),
+        rate: wav.readUInt32LE(body + 4),
+        bits: wav.readUInt16LE(body + 14),
+      };
+    } else if (id === "data") {
+      if (!fmt || !fmt.pcm || fmt.channels !== 1 || fmt.rate !== 16000 || fmt.bits !== 16) {
+        const got = fmt ? `${fmt.pcm ? "PCM" : "not PCM"}, ${fmt.channels} channel(s), ${fmt.rate} Hz, ${fmt.bits} bits` : "no fmt chunk";
+        throw new UserError(`${file}: need 16 kHz mono 16-bit PCM (got ${got}); convert it, e.g. ` +
+          `ffmpeg -i ${file} -ac 1 -ar 16000 -c:a pcm_s16le out.wav`);
+      }
+      const n = Math.floor(Math.min(size, wav.length - body) / 2);
+      const raw = Buffer.alloc(4 * n);
+      for (let i = 0; i < n; i++) raw.writeFloatLE(wav.readInt16LE(body + 2 * i) / 32768, 4 * i);
+      return raw;
+    }
+    at = body + size + (size % 2); // chunks are padded to an even size
+  }
+  throw new UserError(`${file} holds no audio data`);
+}
+
+function connect(url, rootCert, tokenFile) {
+  const dir = path.join(__dirname, "proto"); // Triton's own protos, see README.md
+  const definition = protoLoader.loadSync(path.join(dir, "grpc_service.proto"), {
+    includeDirs: [dir], keepCase: true, longs: Number, defaults: true,
+  });
+  const { GRPCInferenceService } = grpc.loadPackageDefinition(definition).inference;
+  const token = fs.readFileSync(tokenFile, "utf8").trim().split(/\s+/)[0];
+  const bearer = grpc.credentials.createFromMetadataGenerator((_, callback) => {
+    const metadata = new grpc.Metadata();
+    metadata.set("authorization", `Bearer ${token}`); // sent only over TLS
+    callback(null, metadata);
+  });
+  const tls = grpc.credentials.createSsl(fs.readFileSync(rootCert)); // the gateway's certificate (or its CA)
+  return new GRPCInferenceService(url, grpc.credentials.combineChannelCredentials(tls, bearer));
+}
+
+// client.method(request) as a promise, with a deadline
+const call = (client, method, request) =>
+  new Promise((resolve, reject) =>
+    client[method](request, { deadline: Date.now() + 60_000 }, (error, response) =>
+      error ? reject(error) : resolve(response)));
+
+async function main() {
+  let options;
+  try {
+    options = parseArgs({
+      options: { url: { type: "string" }, "root-cert": { type: "string" }, "token-file": { type: "string" } },
+      allowPositionals: true,
+    });
+  } catch (error) {
+    throw new UserError(`${error.message}\n${USAGE}`);
+  }
+  const { values, positionals } = options;
+  if (!values.url || !values["root-cert"] || !values["token-file"] || positionals.length !== 1) {
+    throw new UserError(USAGE);
+  }
+  const audio = readWav(positionals[0]);
+  const client = connect(values.url, values["root-cert"], values["token-file"]);
+  try {
+    // the labels, in score order, are a parameter of the model's config
+    const { config } = await call(client, "ModelConfig", { name: MODEL });
+    const labels = config.parameters.labels.string_value.split(",");
+    const response = await call(client, "ModelInfer", {
+      model_name: MODEL,
+      inputs: [{ name: "AUDIO", datatype: "FP32", shape: [1, audio.length / 4] }],
+      raw_input_contents: [audio],
+      outputs: [{ name: "SCORES" }],
+    });
+    const raw = response.raw_output_contents[response.outputs.findIndex((o) => o.name === "SCORES")];
+    const scores = Object.fromEntries(labels.map((label, i) => [label, raw.readFloatLE(4 * i)]));
+    const top = labels.reduce((best, label) => (scores[label] > scores[best] ? label : best));
+    console.log(JSON.stringify(scores, null, 2));
+    console.log(`top: ${top} ${scores[top].toFixed(4)}`);
+  } finally {
+    client.close();
+  }
+}
+
+main().catch((error) => {
+  if (error instanceof UserError) {
+    console.error(`score.js: ${error.message}`);
+  } else if (error.code === grpc.status.UNAUTHENTICATED) {
+    console.error(`score.js: the server refused the token in the token file (gRPC status 16: ${error.details})`);
+  } else if (error.code !== undefined && error.details !== undefined) {
+    console.error(`score.js: gRPC status ${error.code} (${grpc.status[error.code]}): ${error.details}`);
+  } else if (error.syscall) {
+    console.error(`score.js: ${error.message}`); // a file that cannot be read
+  } else {
+    throw error;
+  }
+  process.exitCode = 1;
+});
