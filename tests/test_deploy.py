@@ -1,12 +1,18 @@
 """The Docker images, compose file and Kubernetes manifests, checked without Docker or a cluster:
 hadolint, the paths the Dockerfiles copy, the packages they install, compose and manifest fields,
-and that NVIDIA's base image is the Triton release of our tritonclient."""
+that NVIDIA's base image is the Triton release of our tritonclient, and the gateway: only its port is
+published, the nginx image renders the shipped template (real envsubst, real nginx -t) as e2v-serve does,
+and Triton's admin protocols need the key."""
 
 import ast
+import ipaddress
 import json
+import os
 import re
+import secrets
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 from importlib import metadata
@@ -21,7 +27,7 @@ try:
 except ImportError:  # Python 3.10: pytest's own dependency
     import tomli as tomllib
 
-from e2v_server import contract
+from e2v_server import contract, gateway
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKER = ROOT / "docker"
@@ -32,6 +38,12 @@ FLAVOUR = {GPU_DOCKERFILE: "native", CPU_DOCKERFILE: "portable"}
 SERVICE = {GPU_DOCKERFILE: "triton", CPU_DOCKERFILE: "triton-cpu"}
 TRITON_PORTS = {8000, 8001, 8002}  # HTTP, gRPC, metrics
 READY, LIVE = "/v2/health/ready", "/v2/health/live"
+GATEWAY_PORT = 8443  # the one published port: TLS, gRPC and HTTP
+GATEWAY_IMAGE = re.compile(r"nginx:1\.2[2-7]\.\d+")  # pinned; 1.22-1.27 take the template's `listen ... ssl http2`
+TEMPLATE_TARGET = "/etc/nginx/templates/default.conf.template"  # rendered to conf.d/default.conf by the image
+GATEWAYS = {"gateway": "triton", "gateway-cpu": "triton-cpu"}  # compose: each gateway and its Triton
+SECRETS_DIR = DOCKER / "secrets"
+GATEWAY_SECRET, TLS_SECRET = "emotion2vec-gateway", "emotion2vec-tls"  # Kubernetes: made with kubectl
 
 
 def tool(name: str) -> str | None:
@@ -265,11 +277,30 @@ def test_images_run_as_uid_1000_and_serve_triton_ports():
 
 def _published(service: dict) -> set[int]:
     ports = set()
-    for port in service["ports"]:
+    for port in service.get("ports", []):
         host, container = str(port).split(":")[-2:]
         assert host == container
         ports.add(int(container))
     return ports
+
+
+def compose_unescape(text: str) -> str:
+    """A compose string as the container gets it: $$ is compose's escaped $; nothing here is interpolated."""
+    assert "$" not in text.replace("$$", ""), f"unescaped $ (compose would interpolate it): {text}"
+    return text.replace("$$", "$")
+
+
+def default_limits() -> dict[str, str]:
+    """E2V_GRPC_MAX_BODY and E2V_HTTP_MAX_BODY for e2v-export's default max_seconds (what --print-gateway-env
+    prints for a default export)."""
+    from e2v_export.repository import RepositoryOptions
+
+    assert RepositoryOptions().max_seconds == 30
+    return gateway.RequestLimits.for_max_seconds(RepositoryOptions().max_seconds).env()
+
+
+def image_cmd(dockerfile: Path) -> list[str]:
+    return json.loads([rest for op, rest in instructions(dockerfile) if op == "CMD"][-1])
 
 
 def test_compose_gpu_service():
@@ -279,8 +310,9 @@ def test_compose_gpu_service():
     assert (DOCKER / service["build"]["context"] / service["build"]["dockerfile"]).resolve() == GPU_DOCKERFILE
     devices = service["deploy"]["resources"]["reservations"]["devices"]
     assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
-    assert _published(service) == TRITON_PORTS
-    assert f"http://localhost:8000{READY}" in service["healthcheck"]["test"]
+    assert _published(service) == set()  # only the gateway publishes a port
+    assert {int(p) for p in service["expose"]} == TRITON_PORTS
+    assert f"http://localhost:8000{READY}" in service["healthcheck"]["test"]  # inside the container
     assert service["image"] == "emotion2vec-triton:gpu"
 
 
@@ -289,12 +321,226 @@ def test_compose_cpu_profile():
     assert service["profiles"] == ["cpu"]
     assert (DOCKER / service["build"]["context"] / service["build"]["dockerfile"]).resolve() == CPU_DOCKERFILE
     assert "deploy" not in service
-    assert _published(service) == TRITON_PORTS
+    assert _published(service) == set()
+    assert {int(p) for p in service["expose"]} == TRITON_PORTS
     assert f"http://localhost:8000{READY}" in " ".join(service["healthcheck"]["test"])
     assert service["image"] == "emotion2vec-triton:cpu"
     readme = (DOCKER / "README.md").read_text("utf-8")
     for image in ("emotion2vec-triton:gpu", "emotion2vec-triton:cpu"):
         assert f"-t {image} ." in readme
+
+
+def test_compose_publishes_only_the_gateway_port():
+    services = compose()["services"]
+    published = {name: _published(service) for name, service in services.items() if _published(service)}
+    assert published == {name: {GATEWAY_PORT} for name in GATEWAYS}
+    for name, triton in GATEWAYS.items():
+        service = services[name]
+        assert service.get("profiles") == services[triton].get("profiles")  # started together
+        assert service["depends_on"] == {triton: {"condition": "service_started", "restart": True}}
+        assert service["environment"]["E2V_GATEWAY_LISTEN"].endswith(f":{GATEWAY_PORT}")
+        assert f"https://localhost:{GATEWAY_PORT}{READY}" in service["healthcheck"]["test"]
+
+
+@pytest.mark.parametrize("name", list(GATEWAYS))
+def test_compose_gateway_runs_the_shipped_template_with_the_default_limits(name):
+    service = compose()["services"][name]
+    assert GATEWAY_IMAGE.fullmatch(service["image"]), f"pin an nginx 1.22-1.27 release, not {service['image']}"
+    (volume,) = service["volumes"]
+    assert volume["type"] == "bind" and volume["read_only"] is True
+    assert (DOCKER / volume["source"]).resolve() == gateway.TEMPLATE.resolve()
+    assert volume["target"] == TEMPLATE_TARGET  # rendered into conf.d/default.conf: replaces the default server
+    environment = service["environment"]
+    triton = GATEWAYS[name]
+    assert environment["E2V_TRITON_GRPC"] == f"{triton}:8001" and environment["E2V_TRITON_HTTP"] == f"{triton}:8000"
+    assert {k: v for k, v in environment.items() if k.endswith("_MAX_BODY")} == default_limits()
+    # every placeholder is set, the token (from a secret, by the entrypoint wrapper) aside
+    placeholders = set(gateway.PLACEHOLDER.findall(gateway.TEMPLATE.read_text()))
+    assert placeholders == {k for k in environment if k.startswith("E2V_")} | {"E2V_TOKEN"}
+    assert "E2V_TOKEN" not in json.dumps(service["environment"])
+    secrets = compose()["secrets"]
+    assert set(service["secrets"]) == {"e2v_token", "e2v_tls_cert", "e2v_tls_key"}
+    assert environment["E2V_TLS_CERT"] == "/run/secrets/e2v_tls_cert"
+    assert environment["E2V_TLS_KEY"] == "/run/secrets/e2v_tls_key"
+    for secret in secrets.values():  # files in docker/secrets/, which git and the build context leave out
+        assert (DOCKER / secret["file"]).resolve().parent == SECRETS_DIR
+    assert (SECRETS_DIR / ".gitignore").read_text().split("\n")[1:3] == ["*", "!.gitignore"]
+    for dockerfile in (GPU_DOCKERFILE, CPU_DOCKERFILE):
+        assert "docker/secrets" in Path(f"{dockerfile}.dockerignore").read_text().split("\n")
+
+
+def _recorder(path: Path) -> Path:
+    """An executable that records its arguments and environment as JSON in $TEST_RECORD_FILE."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        f"#!{sys.executable}\nimport json, os, sys\n"
+        "json.dump({'argv': sys.argv[1:], 'env': dict(os.environ)}, open(os.environ['TEST_RECORD_FILE'], 'w'))\n"
+    )
+    path.chmod(0o755)
+    return path
+
+
+def run_wrapper(argv: list[str], paths: dict[str, Path], env: dict[str, str], tmp_path: Path, bin_dir=None):
+    """Run a container's shell wrapper here, its container paths replaced by local ones: (the completed
+    process, what the program it execs recorded, or None when it exited without)."""
+    for container_path, local in paths.items():
+        argv = [word.replace(container_path, str(local)) for word in argv]
+    record = tmp_path / "record.json"
+    record.unlink(missing_ok=True)
+    path = os.pathsep.join(([str(bin_dir)] if bin_dir else []) + [os.environ["PATH"]])
+    done = subprocess.run(
+        argv, env={**env, "PATH": path, "TEST_RECORD_FILE": str(record)}, capture_output=True, text=True, timeout=30
+    )
+    return done, (json.loads(record.read_text()) if record.exists() else None)
+
+
+BAD_SECRETS = ["", "short", "x" * 40 + " y", "x" * 40 + ",:", "é" * 40]
+
+
+def test_compose_gpu_triton_restricts_the_admin_protocols_with_the_secret_key(tmp_path):
+    service = compose()["services"]["triton"]
+    assert service["secrets"] == ["e2v_admin_key"] and compose()["secrets"]["e2v_admin_key"]["file"]
+    argv = [compose_unescape(word) for word in service["command"]]
+    run_secrets = tmp_path / "run-secrets"
+    run_secrets.mkdir()
+    fake = _recorder(tmp_path / "bin" / "tritonserver")
+    key = secrets.token_urlsafe(32)
+    (run_secrets / "e2v_admin_key").write_text(key + "\n")
+    done, record = run_wrapper(argv, {"/run/secrets/": f"{run_secrets}/"}, {}, tmp_path, fake.parent)
+    assert done.returncode == 0, done.stderr
+    # the image's command, then the flags e2v-serve --public gives its loopback Triton
+    assert record["argv"] == image_cmd(GPU_DOCKERFILE)[1:] + gateway.triton_restriction_args(key)
+    for bad in BAD_SECRETS:
+        (run_secrets / "e2v_admin_key").write_text(bad + "\n")
+        done, record = run_wrapper(argv, {"/run/secrets/": f"{run_secrets}/"}, {}, tmp_path, fake.parent)
+        assert done.returncode == 1 and record is None, bad
+        assert "32 or more of A-Z a-z 0-9 - _" in done.stderr and (not bad or bad not in done.stderr)
+
+
+def test_compose_cpu_triton_restricts_the_admin_protocols_with_the_secret_key(tmp_path):
+    from e2v_server import serve
+
+    service = compose()["services"]["triton-cpu"]
+    assert service["secrets"] == ["e2v_admin_key"]
+    command = service["command"]
+    assert command[: len(image_cmd(CPU_DOCKERFILE))] == image_cmd(CPU_DOCKERFILE)
+    args = serve._parser().parse_args(command[1:])
+    assert args.host == "0.0.0.0" and args.public is None  # the gateway is its own container
+    assert args.admin_key_file == "/run/secrets/e2v_admin_key"
+    key = secrets.token_urlsafe(32)
+    (tmp_path / "admin-key").write_text(key + "\n")
+    args.admin_key_file = str(tmp_path / "admin-key")
+    assert serve._restrictions(args, None) == gateway.triton_restriction_args(key)
+
+
+def _compose_gateway_env(name: str, token: str, tmp_path: Path):
+    """Run the compose gateway's entrypoint wrapper with the token as its secret: (completed process, the
+    arguments and environment the image's /docker-entrypoint.sh would get, or None)."""
+    service = compose()["services"][name]
+    argv = [compose_unescape(word) for word in service["entrypoint"] + service["command"]]
+    environment = {k: compose_unescape(str(v)) for k, v in service["environment"].items()}
+    run_secrets = tmp_path / "run-secrets"
+    run_secrets.mkdir(exist_ok=True)
+    (run_secrets / "e2v_token").write_text(token + "\n")
+    paths = {"/run/secrets/": f"{run_secrets}/", "/docker-entrypoint.sh": _recorder(tmp_path / "entrypoint")}
+    return run_wrapper(argv, paths, environment, tmp_path)
+
+
+def _k8s_gateway_env(token: str, tmp_path: Path):
+    """The same for the Kubernetes gateway container, the token in its secret."""
+    container = containers()["gateway"]
+    argv = container["command"] + container["args"]
+    assert not any("$(" in word for word in argv)  # kubelet would expand $(NAME)
+    environment = k8s_env(container, {(GATEWAY_SECRET, "token"): token})
+    return run_wrapper(argv, {"/docker-entrypoint.sh": _recorder(tmp_path / "entrypoint")}, environment, tmp_path)
+
+
+def gateway_env(where: str, token: str, tmp_path: Path):
+    return _k8s_gateway_env(token, tmp_path) if where == "k8s" else _compose_gateway_env(where, token, tmp_path)
+
+
+@pytest.mark.parametrize("where", [*GATEWAYS, "k8s"])
+def test_the_gateway_wrapper_hands_a_well_formed_token_to_the_image_entrypoint(where, tmp_path):
+    token = secrets.token_urlsafe(32)
+    done, record = gateway_env(where, token, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert record["argv"] == ["nginx", "-g", "daemon off;"]  # the image's command: its entrypoint configures
+    assert record["env"]["E2V_TOKEN"] == token
+    # an empty token would let "Bearer " through: refused before nginx starts; so is a secret made from a file
+    # with its newline (kubectl create secret --from-file keeps it; compose reads the file's first line)
+    for bad in BAD_SECRETS + (["x" * 40 + "\n"] if where == "k8s" else []):
+        done, record = gateway_env(where, bad, tmp_path)
+        assert done.returncode == 1 and record is None, bad
+        assert "32 or more of A-Z a-z 0-9 - _" in done.stderr and (not bad or bad not in done.stderr)
+
+
+def image_envsubst(template: Path, env: dict[str, str]) -> str:
+    """What the nginx image's /docker-entrypoint.d/20-envsubst-on-templates.sh writes: envsubst of every
+    defined variable whose name matches NGINX_ENVSUBST_FILTER (nginx's own $variables stay)."""
+    envsubst = shutil.which("envsubst")
+    if envsubst is None:
+        pytest.skip("no envsubst (Debian's gettext-base; make setup installs it)")
+    pattern = env.get("NGINX_ENVSUBST_FILTER", "")
+    names = " ".join(f"${{{name}}}" for name in env if re.search(pattern, name))
+    with template.open() as stdin:
+        done = subprocess.run([envsubst, names], stdin=stdin, env=env, capture_output=True, text=True, check=True)
+    return done.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _loopback(address: str) -> str:
+    host, port = address.rsplit(":", 1)
+    try:
+        ipaddress.ip_address(host)
+        return address
+    except ValueError:
+        return f"127.0.0.1:{free_port()}"
+
+
+@pytest.mark.parametrize("where", [*GATEWAYS, "k8s"])
+def test_the_image_renders_the_template_as_e2v_serve_does_and_nginx_accepts_it(where, tmp_path):
+    token = secrets.token_urlsafe(32)
+    done, record = gateway_env(where, token, tmp_path)
+    assert done.returncode == 0, done.stderr
+    env = record["env"]  # exactly what the image's entrypoint sees (plus PATH and the recorder's file)
+    if where == "k8s":
+        template = K8S / "emotion2vec.conf.template"  # the ConfigMap's file
+    else:
+        template = (DOCKER / compose()["services"][where]["volumes"][0]["source"]).resolve()
+    rendered = image_envsubst(template, env)
+    values = {name: env[name] for name in gateway.PLACEHOLDER.findall(gateway.TEMPLATE.read_text())}
+    assert rendered == gateway.render(values)  # the image and `e2v-serve --public` run the same configuration
+    assert "${" not in rendered and token in rendered
+
+    # Debian's nginx (1.22, like the pinned image's, takes `listen ... ssl http2`) checks it. `nginx -t` resolves
+    # the upstreams and binds the listen address: the compose service names do not resolve here, so they become
+    # 127.0.0.1 ports (nothing need listen there), the gateway listens on a free port, and the certificate is a
+    # self-signed one in place of the secret.
+    cert, key = gateway.self_signed_certificate("localhost", tmp_path / "tls")
+    local = {
+        **env,
+        "E2V_TLS_CERT": str(cert),
+        "E2V_TLS_KEY": str(key),
+        "E2V_GATEWAY_LISTEN": f"127.0.0.1:{free_port()}",
+        "E2V_TRITON_GRPC": _loopback(env["E2V_TRITON_GRPC"]),
+        "E2V_TRITON_HTTP": _loopback(env["E2V_TRITON_HTTP"]),
+    }
+    try:
+        nginx = gateway.find_nginx()
+    except gateway.GatewayError as exc:
+        pytest.skip(str(exc))
+    run = tmp_path / "nginx"
+    run.mkdir()
+    (run / "emotion2vec.conf").write_text(image_envsubst(template, local))
+    (run / "nginx.conf").write_text(gateway.NGINX_MAIN.format(run=run))
+    command = [str(nginx), "-t", "-q", "-p", str(run), "-c", str(run / "nginx.conf"), "-e", str(run / "error.log")]
+    checked = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    assert checked.returncode == 0, checked.stderr
 
 
 def test_compose_file_is_valid_for_docker_compose():
@@ -320,6 +566,27 @@ def test_compose_file_is_valid_for_docker_compose():
 # --- Kubernetes -------------------------------------------------------------------------------------
 
 
+def containers() -> dict[str, dict]:
+    return {c["name"]: c for c in manifests()["Deployment"]["spec"]["template"]["spec"]["containers"]}
+
+
+def k8s_env(container: dict, secret_values: dict[tuple[str, str], str]) -> dict[str, str]:
+    """The container's environment, secretKeyRef values from secret_values[(secret, key)]."""
+    env = {}
+    for item in container["env"]:
+        if "value" in item:
+            env[item["name"]] = item["value"]
+        else:
+            ref = item["valueFrom"]["secretKeyRef"]
+            env[item["name"]] = secret_values[(ref["name"], ref["key"])]
+    return env
+
+
+def kubelet_expand(word: str, env: dict[str, str]) -> str:
+    """$(NAME) in a container's command and args, as kubelet expands it."""
+    return re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), word)
+
+
 def test_kustomization_lists_every_manifest():
     kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text("utf-8"))
     assert sorted(kustomization["resources"]) == sorted(
@@ -332,13 +599,26 @@ def test_deployment_probes_ports_gpu_and_image():
     pod = deployment["spec"]["template"]
     assert deployment["spec"]["replicas"] >= 1
     assert deployment["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
-    (container,) = pod["spec"]["containers"]
+    found = containers()
+    assert set(found) == {"triton", "gateway"}
+    container = found["triton"]
     assert container["image"] == compose()["services"]["triton"]["image"]
-    assert {p["containerPort"] for p in container["ports"]} == TRITON_PORTS
-    assert container["readinessProbe"]["httpGet"] == {"path": READY, "port": 8000}
-    assert container["livenessProbe"]["httpGet"] == {"path": LIVE, "port": 8000}
+    # gRPC and HTTP on loopback (Triton's default ports 8001 and 8000), only metrics on the pod IP
+    assert container["args"][:4] == image_cmd(GPU_DOCKERFILE)
+    assert {"--grpc-address=127.0.0.1", "--http-address=127.0.0.1", "--metrics-address=0.0.0.0"} <= set(
+        container["args"]
+    )
+    assert not any(a.startswith(("--grpc-port", "--http-port", "--metrics-port")) for a in container["args"])
+    assert {p["containerPort"] for p in container["ports"]} == {8002}
+    # kubelet probes the pod IP: Triton's health through the gateway's open endpoints, over TLS
+    gateway_ports = {p["containerPort"] for p in found["gateway"]["ports"]}
+    assert gateway_ports == {GATEWAY_PORT}
+    assert container["readinessProbe"]["httpGet"] == {"scheme": "HTTPS", "path": READY, "port": GATEWAY_PORT}
+    assert container["livenessProbe"]["httpGet"] == {"scheme": "HTTPS", "path": LIVE, "port": GATEWAY_PORT}
     startup = container["startupProbe"]
-    assert startup["httpGet"]["port"] == 8000 and startup["periodSeconds"] * startup["failureThreshold"] >= 600
+    assert startup["httpGet"] == {"scheme": "HTTPS", "path": LIVE, "port": GATEWAY_PORT}
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 600
+    assert found["gateway"]["livenessProbe"]["tcpSocket"]["port"] == GATEWAY_PORT
     assert int(container["resources"]["limits"]["nvidia.com/gpu"]) == 1
     assert pod["spec"]["securityContext"]["runAsUser"] == 1000  # the images' USER
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
@@ -347,16 +627,61 @@ def test_deployment_probes_ports_gpu_and_image():
     assert annotations["prometheus.io/port"] == "8002" and annotations["prometheus.io/path"] == "/metrics"
 
 
-def test_services_select_the_pods_and_carry_the_triton_ports():
+def test_k8s_triton_restricts_the_admin_protocols_with_the_secret_key():
+    container = containers()["triton"]
+    key = secrets.token_urlsafe(32)
+    env = k8s_env(container, {(GATEWAY_SECRET, "admin-key"): key})
+    assert set(env) == {"E2V_ADMIN_KEY"}
+    args = [kubelet_expand(word, env) for word in container["args"]]
+    assert args[-2:] == gateway.triton_restriction_args(key)
+
+
+def test_k8s_gateway_sidecar_runs_the_shipped_template_with_the_default_limits():
+    pod = manifests()["Deployment"]["spec"]["template"]["spec"]
+    container = containers()["gateway"]
+    assert container["image"] == compose()["services"]["gateway"]["image"]
+    assert GATEWAY_IMAGE.fullmatch(container["image"])
+    copy = K8S / "emotion2vec.conf.template"
+    assert copy.read_bytes() == gateway.TEMPLATE.read_bytes(), (
+        "deploy/k8s/emotion2vec.conf.template differs from the shipped template: "
+        "cp src/e2v_server/nginx/emotion2vec.conf.template deploy/k8s/"
+    )
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text("utf-8"))
+    (generator,) = kustomization["configMapGenerator"]
+    assert generator["files"] == [f"default.conf.template={copy.name}"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    template_mount = mounts[TEMPLATE_TARGET]
+    assert template_mount["subPath"] == "default.conf.template"  # one file: no ConfigMap ..data folders
+    assert volumes[template_mount["name"]]["configMap"]["name"] == generator["name"]
+    env = k8s_env(container, {(GATEWAY_SECRET, "token"): "t" * 32})
+    assert {k: v for k, v in env.items() if k.endswith("_MAX_BODY")} == default_limits()
+    assert env["E2V_TRITON_GRPC"] == "127.0.0.1:8001" and env["E2V_TRITON_HTTP"] == "127.0.0.1:8000"
+    assert env["E2V_GATEWAY_LISTEN"].endswith(f":{GATEWAY_PORT}")
+    assert set(gateway.PLACEHOLDER.findall(gateway.TEMPLATE.read_text())) == {k for k in env if k.startswith("E2V_")}
+    tls = mounts[str(Path(env["E2V_TLS_CERT"]).parent)]
+    assert volumes[tls["name"]]["secret"]["secretName"] == TLS_SECRET
+    assert Path(env["E2V_TLS_CERT"]).name == "tls.crt" and Path(env["E2V_TLS_KEY"]).name == "tls.key"
+    # as the pod's uid 1000 on a read-only root: what nginx and its entrypoint write goes to emptyDirs
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    for path in ("/etc/nginx/conf.d", "/var/cache/nginx", "/run"):
+        assert "emptyDir" in volumes[mounts[path]["name"]]
+    # the secrets are made with kubectl, never committed
+    readme = (ROOT / "deploy" / "README.md").read_text("utf-8")
+    assert f"kubectl create secret generic {GATEWAY_SECRET} --from-file=token=" in readme
+    assert "--from-file=admin-key=" in readme and f"kubectl create secret tls {TLS_SECRET} " in readme
+    for path in K8S.rglob("*.yaml"):
+        assert all(doc.get("kind") != "Secret" for doc in yaml.safe_load_all(path.read_text()) if doc)
+
+
+def test_services_select_the_pods_and_carry_only_the_gateway_port():
     found = manifests()
     labels = found["Deployment"]["spec"]["template"]["metadata"]["labels"]
-    service = found["Service"]
-    assert service["spec"]["selector"].items() <= labels.items()
-    assert {p["port"] for p in service["spec"]["ports"]} == TRITON_PORTS
-    assert all(p["port"] == p["targetPort"] for p in service["spec"]["ports"])
-    headless = found["HeadlessService"]
-    assert headless["spec"]["selector"].items() <= labels.items()
-    assert [p["port"] for p in headless["spec"]["ports"]] == [8001]
+    gateway_port = {p["name"]: p["containerPort"] for p in containers()["gateway"]["ports"]}
+    for service in (found["Service"], found["HeadlessService"]):
+        assert service["spec"]["selector"].items() <= labels.items()
+        (port,) = service["spec"]["ports"]
+        assert port["port"] == GATEWAY_PORT and gateway_port[port["targetPort"]] == GATEWAY_PORT
 
 
 def test_hpa_scales_the_deployment_on_the_adapters_queue_metric():
@@ -380,8 +705,8 @@ def test_hpa_scales_the_deployment_on_the_adapters_queue_metric():
     assert f'model="{contract.ENCODER_MODEL}"' in rule["metricsQuery"]
     assert set(rule["resources"]["overrides"]) == {"namespace", "pod"}
     podmonitor = yaml.safe_load((K8S / "monitoring" / "podmonitor.yaml").read_text("utf-8"))
-    port_names = {p["name"] for p in deployment["spec"]["template"]["spec"]["containers"][0]["ports"]}
-    assert podmonitor["spec"]["podMetricsEndpoints"][0]["port"] in port_names
+    metrics_ports = {p["name"]: p["containerPort"] for p in containers()["triton"]["ports"]}
+    assert metrics_ports[podmonitor["spec"]["podMetricsEndpoints"][0]["port"]] == 8002
 
 
 def test_manifests_validate_against_the_kubernetes_schema():
@@ -393,3 +718,19 @@ def test_manifests_validate_against_the_kubernetes_schema():
             continue
         for doc in yaml.safe_load_all(path.read_text("utf-8")):
             kubernetes_validate.validate(doc, "1.30.0", strict=True)
+
+
+def test_kustomize_builds_the_template_configmap_and_points_the_pod_at_it():
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("no kubectl (its kustomize builds deploy/k8s)")
+    built = subprocess.run([kubectl, "kustomize", str(K8S)], capture_output=True, text=True, timeout=60)
+    assert built.returncode == 0, built.stderr
+    docs = {doc["kind"]: doc for doc in yaml.safe_load_all(built.stdout) if doc and doc["kind"] != "Service"}
+    config_map = docs["ConfigMap"]
+    assert config_map["data"] == {"default.conf.template": gateway.TEMPLATE.read_text()}
+    volumes = docs["Deployment"]["spec"]["template"]["spec"]["volumes"]
+    assert config_map["metadata"]["name"] in {v.get("configMap", {}).get("name") for v in volumes}
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    for doc in yaml.safe_load_all(built.stdout):
+        kubernetes_validate.validate(doc, "1.30.0", strict=True)
