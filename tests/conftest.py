@@ -87,6 +87,22 @@ def served(request):
     return request.getfixturevalue(request.param), request.getfixturevalue(f"{request.param}_server")
 
 
+def launch_e2v_serve(command: list[str], log: Path, ready_text: str, env: dict | None = None, timeout: float = 300):
+    """Start an e2v-serve command, its output in `log`; return the process once `ready_text` is in the log."""
+    import os
+    import subprocess
+    import time
+
+    with open(log, "wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+    deadline = time.monotonic() + timeout
+    while ready_text not in log.read_text():
+        assert process.poll() is None, f"e2v-serve exited: {log.read_text()}"
+        assert time.monotonic() < deadline, f"e2v-serve was not up after {timeout:.0f} s: {log.read_text()}"
+        time.sleep(0.2)
+    return process
+
+
 @dataclass
 class PublicServer:
     """`e2v-serve --public` on the tiny repository: nginx with the shipped configuration in front of Triton."""
@@ -114,12 +130,9 @@ class PublicServer:
 
 @pytest.fixture(scope="session")
 def public_server(tiny, tmp_path_factory):
-    import os
     import secrets
     import socket
-    import subprocess
     import sys
-    import time
 
     from e2v_server.gateway import self_signed_certificate
     from e2v_server.serve import free_port
@@ -144,14 +157,7 @@ def public_server(tiny, tmp_path_factory):
         f"--admin-key-file={folder / 'admin-key'}",
         f"--log-file={folder / 'triton.log'}",
     ]
-    env = {**os.environ, "E2V_CACHE": str(folder / "cache")}
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
-    deadline = time.monotonic() + 300
-    while "gateway on" not in log.read_text():
-        assert process.poll() is None, f"e2v-serve --public exited: {log.read_text()}"
-        assert time.monotonic() < deadline, f"e2v-serve --public was not up after 300 s: {log.read_text()}"
-        time.sleep(0.2)
+    process = launch_e2v_serve(command, log, "gateway on", {"E2V_CACHE": str(folder / "cache")})
     socket.create_connection(("127.0.0.1", port), timeout=5).close()
     admin_key = (folder / "admin-key").read_text().strip()
     yield PublicServer(

@@ -84,7 +84,7 @@ def parse_args(argv):
     parser.add_argument(
         "--resume", action="store_true", help="skip inputs that already have a complete folder with the same settings"
     )
-    add_server_arguments(parser, retries=4)
+    add_server_arguments(parser, retries=7)  # with back-off, about 30 s: a server restart
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if not args.inputs and not args.files_from:

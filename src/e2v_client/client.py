@@ -33,8 +33,11 @@ from tritonclient.utils import InferenceServerException
 from e2v_server import contract
 from e2v_server.gateway import TOKEN_HEADER
 
-# gRPC status codes worth retrying: the server is down, restarting, overloaded or slow.
+# gRPC status codes worth retrying: the server is down, restarting, overloaded (a full queue is UNAVAILABLE
+# "Exceeds maximum queue size") or slow.
 RETRYABLE = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED", "UNKNOWN")
+# INTERNAL errors that a restart fixes: a model's Python-backend stub died (e2v-serve restarts the server)
+RETRYABLE_INTERNAL = ("is not healthy",)
 GRANULARITIES = ("utterance", "frame")
 # tritonclient's channel defaults, plus a short reconnect back-off: gRPC's own grows to minutes, so a
 # channel would keep failing long after a restarted server is back, outlasting our retries.
@@ -194,7 +197,7 @@ class Prediction:
 
 @dataclass
 class RetryPolicy:
-    attempts: int = 5  # tries per request, the first included
+    attempts: int = 8  # tries per request, the first included: about 30 s, a server restart's worth
     first_delay: float = 0.5  # seconds, doubled after each failure (with jitter)
     max_delay: float = 8.0
 
@@ -310,7 +313,9 @@ class Emotion2vecClient:
         problem = access_problem(exc, self.has_token)
         if problem:
             return AccessError(self._hide(f"{what} failed at {url}: {problem}"))
-        if status not in RETRYABLE and "unknown model" not in str(exc).lower():
+        text = str(exc).lower()
+        transient = status in RETRYABLE or (status == "INTERNAL" and any(t in text for t in RETRYABLE_INTERNAL))
+        if not transient and "unknown model" not in text:
             return ServerError(self._hide(f"{what} failed at {url}: {exc.message() or exc}"))
         return None
 

@@ -21,6 +21,11 @@ from e2v_server.triton_models.runtimes import PRECISIONS, RUNTIMES
 NUMERIC_SERVING_OPTIONS = [
     ("--max-batch-size", "largest batch of each model's dynamic batcher"),
     ("--queue-delay-us", "dynamic batcher: longest wait to fill a batch, in microseconds"),
+    (
+        "--max-queue-size",
+        "encoder: requests waiting beyond this many are refused at once with UNAVAILABLE (the client backs off "
+        "and retries); 0: no bound",
+    ),
     ("--preprocess-instances", "instances of the preprocess model"),
     ("--encoder-instances", "instances of the encoder"),
     ("--threads", "ONNX Runtime intra-op threads per encoder instance (0: one per core)"),

@@ -73,6 +73,9 @@ class RepositoryOptions:
     flavour: str = "portable"
     max_batch_size: int = 8
     queue_delay_us: int = 2000  # how long the dynamic batcher waits to fill a batch
+    # the encoder's queue: requests beyond this many waiting are refused at once (UNAVAILABLE, which the client
+    # retries with back-off) instead of waiting without bound; 0: no bound
+    max_queue_size: int = 16
     preprocess_instances: int = 1
     encoder_instances: int = 1
     instance_kind: str = "cpu"  # cpu or gpu, for the encoder and classifier
@@ -94,6 +97,8 @@ class RepositoryOptions:
             raise ValueError("instance kind must be cpu or gpu")
         if min(self.max_batch_size, self.preprocess_instances, self.encoder_instances, self.pad_multiple) < 1:
             raise ValueError("batch size, instance counts and pad multiple must be at least 1")
+        if self.max_queue_size < 0:
+            raise ValueError("max queue size must be 0 (no bound) or more")
         if self.max_seconds * contract.SAMPLE_RATE < contract.FRAME_RECEPTIVE_FIELD:
             raise ValueError("max_seconds is shorter than one frame")
         if self.tensorrt and (self.flavour != "native" or self.instance_kind != "gpu"):
@@ -183,6 +188,9 @@ def template_values(
         # serving options
         "max_batch_size": options.max_batch_size,
         "queue_delay_us": options.queue_delay_us,
+        "encoder_queue_policy": (
+            f" default_queue_policy {{ max_queue_size: {options.max_queue_size} }}" if options.max_queue_size else ""
+        ),
         "preprocess_instances": options.preprocess_instances,
         "encoder_instances": options.encoder_instances,
         "instance_kind": f"KIND_{options.instance_kind.upper()}",

@@ -48,6 +48,64 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+PYTHON_STUB = "triton_python_b"  # the Python-backend stub's process name (/proc/PID/stat: 15 characters)
+EXIT_TIMEOUT_S = 5  # tritonserver's --exit-timeout-secs: in-flight requests get this long on SIGTERM
+PR_SET_PDEATHSIG = 1
+
+
+def _stat(pid: int) -> tuple[str, str, int] | None:
+    """(name, state, parent pid) of a process from /proc, or None if it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    name = text[text.index("(") + 1 : text.rindex(")")]
+    state, ppid = text[text.rindex(")") + 2 :].split()[:2]
+    return name, state, int(ppid)
+
+
+def _stub_children(server_pid: int) -> dict[int, tuple[str, str]]:
+    """{pid: (state, model instance)} of tritonserver's Python-backend stubs ("" for a zombie's instance)."""
+    stubs = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        stat = _stat(int(entry.name))
+        if stat and stat[0] == PYTHON_STUB and stat[2] == server_pid:
+            try:  # the stub's arguments end with the model instance name and its kind
+                arguments = (entry / "cmdline").read_bytes().split(b"\0")
+                instance = arguments[-3].decode() if len(arguments) >= 3 else ""
+            except OSError:
+                instance = ""
+            stubs[int(entry.name)] = (stat[1], instance)
+    return stubs
+
+
+class StubWatch:
+    """The Python-backend stubs of one tritonserver. Triton 2.51 never restarts a dead stub: every request to its
+    model then fails ("Stub process ... is not healthy"), readiness stays true, and shutdown waits for the exit
+    timeout (all measured). So the launcher watches them and restarts the server when one dies."""
+
+    def __init__(self, server_pid: int):
+        self.server_pid = server_pid
+        self.known: dict[int, str] = {}  # pid -> model instance of each stub seen alive
+
+    def dead(self) -> list[str]:
+        """The model instances whose stub has died (a zombie, or gone) since it was first seen alive."""
+        stubs = _stub_children(self.server_pid)
+        self.known.update({pid: instance for pid, (state, instance) in stubs.items() if state != "Z" and instance})
+        return sorted(instance for pid, instance in self.known.items() if stubs.get(pid, ("Z",))[0] == "Z")
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: the kernel sends SIGTERM when the launcher dies, even by kill -9, so no
+    tritonserver outlives e2v-serve. (It fires when the thread that started the server ends: start it from
+    the main thread, or a thread that lives as long as the server.)"""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def _bundled_triton_root() -> Path | None:
     try:
         import pytriton
@@ -147,6 +205,7 @@ class TritonServer:
         self.extra_args = list(extra_args)
         self.ready_timeout = ready_timeout
         self.process: subprocess.Popen | None = None
+        self.stubs: StubWatch | None = None
         self.startup_seconds: float | None = None
 
     @property
@@ -164,6 +223,7 @@ class TritonServer:
             f"--metrics-address={self.host}",
             f"--metrics-port={self.metrics_port}",
             "--strict-readiness=true",
+            f"--exit-timeout-secs={EXIT_TIMEOUT_S}",
         ]
         if self.command.backend_dir:
             args.append(f"--backend-directory={self.command.backend_dir}")
@@ -176,15 +236,32 @@ class TritonServer:
         # file handle; ours is closed once it has started.
         with open(self.log_path, "ab") if self.log_path else contextlib.nullcontext() as log:
             self.process = subprocess.Popen(
-                self.args(), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                self.args(),
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group, with its stubs: stop() ends them all
+                preexec_fn=_die_with_parent,
             )
+        self.stubs = StubWatch(self.process.pid)
         try:
             self.wait_ready(start)
         except BaseException:
             self.stop()
             raise
         self.startup_seconds = time.monotonic() - start
+        self.stubs.dead()  # learn the stubs while they are alive
         return self
+
+    def dead_stubs(self) -> list[str]:
+        """Model instances whose Python-backend stub has died: their model fails every request until a restart."""
+        return self.stubs.dead() if self.process and self.process.poll() is None else []
+
+    def restart(self) -> None:
+        """Kill the server (a dead stub would hold a graceful exit until the exit timeout) and start it again on
+        the same ports; readiness is false meanwhile."""
+        self.kill()
+        self.start()
 
     def wait_ready(self, start: float) -> None:
         import tritonclient.grpc as grpcclient
@@ -207,21 +284,35 @@ class TritonServer:
         finally:
             client.close()
 
-    def stop(self, timeout: float = 30.0) -> None:
+    def stop(self, timeout: float = EXIT_TIMEOUT_S + 3.0) -> None:
+        """SIGTERM: Triton finishes in-flight requests (up to its exit timeout) and unloads the models. With a
+        dead stub, which would hold that for the whole exit timeout, or past `timeout`: SIGKILL to the group."""
         if self.process is None or self.process.poll() is not None:
+            self._kill_group()
             return
-        self.process.send_signal(signal.SIGTERM)  # Triton unloads the models and exits
+        if self.dead_stubs():
+            self.kill()
+            return
+        self.process.send_signal(signal.SIGTERM)
         try:
             self.process.wait(timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+            self.kill()
+        self._kill_group()
 
     def kill(self) -> None:
-        """Stop abruptly (for tests of a server that dies mid-batch)."""
+        """Stop at once: SIGKILL to tritonserver and its stubs (its process group)."""
         if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
+            self._kill_group()
             self.process.wait()
+
+    def _kill_group(self) -> None:
+        """SIGKILL whatever is left of the server's process group: a stub stuck after its server exited (seen:
+        the encoder's, deadlocked when tritonserver died mid-request) would hold its memory for good."""
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
 
     def __enter__(self):
         return self.start()
@@ -380,25 +471,49 @@ def _announce(args, server: TritonServer, front, settings) -> None:
     print("e2v-serve: Ctrl-C stops.", flush=True)
 
 
+RESTARTS_ALLOWED = 5  # within RESTART_WINDOW_S; more means something is wrong for good: exit, let the
+RESTART_WINDOW_S = 600.0  # orchestrator (k8s, compose, systemd) decide
+
+
 def _serve_until_stopped(server: TritonServer, front) -> int:
+    """Watch the server until SIGTERM or Ctrl-C: restart it when it exits or a model's stub dies (Triton would
+    fail that model's requests for good while saying it is ready), a few times at most."""
+    restarts: list[float] = []
     try:
-        while server.process.poll() is None:
+        while True:
+            time.sleep(0.5)
             if front and front.process.poll() is not None:
                 print(f"e2v-serve: nginx exited with code {front.process.returncode}", file=sys.stderr)
                 server.stop()
                 return 1
-            time.sleep(0.5)
-        print(f"e2v-serve: tritonserver exited with code {server.process.returncode}", file=sys.stderr)
-        if front:
-            front.stop()
-        return 1
+            exited, dead = server.process.poll(), server.dead_stubs()
+            if exited is None and not dead:
+                continue
+            why = f"tritonserver exited with code {exited}" if exited is not None else f"stub of {dead} died"
+            restarts = [t for t in restarts if time.monotonic() - t < RESTART_WINDOW_S] + [time.monotonic()]
+            if len(restarts) > RESTARTS_ALLOWED:
+                print(f"e2v-serve: {why}; {RESTARTS_ALLOWED} restarts already, giving up", file=sys.stderr)
+                _stop_all(server, front)
+                return 1
+            print(f"e2v-serve: {why}: restarting the server ...", file=sys.stderr, flush=True)
+            try:
+                server.restart()
+            except ServerStartError as exc:
+                print(f"e2v-serve: error: restart failed: {exc}", file=sys.stderr)
+                _stop_all(server, front)
+                return 1
+            print(f"e2v-serve: {contract.ENSEMBLE_MODEL} READY again in {server.startup_seconds:.1f} s", flush=True)
     except KeyboardInterrupt:
         print("e2v-serve: stopping ...", flush=True)
-        if front:
-            front.stop()
-        server.stop()
+        _stop_all(server, front)
         print("e2v-serve: stopped", flush=True)
         return 0
+
+
+def _stop_all(server: TritonServer, front) -> None:
+    if front:
+        front.stop()
+    server.stop()
 
 
 if __name__ == "__main__":
