@@ -303,6 +303,44 @@ def image_cmd(dockerfile: Path) -> list[str]:
     return json.loads([rest for op, rest in instructions(dockerfile) if op == "CMD"][-1])
 
 
+# The probes of the Triton container that runs tritonserver itself (k8s, compose GPU): Triton's own health on
+# loopback, and no dead Python-backend stub (a zombie child of tritonserver; e2v_server.serve.PYTHON_STUB).
+STUB_CHECK = "! grep -qs '(triton_python_b) Z' /proc/[0-9]*/stat"
+STUB_AWARE_READY = f"curl -fsS -m 2 -o /dev/null http://127.0.0.1:8000{READY} && {STUB_CHECK}"
+STUB_AWARE_LIVE = f"curl -fsS -m 4 -o /dev/null http://127.0.0.1:8000{LIVE} && {STUB_CHECK}"
+
+
+def test_the_stub_check_names_the_stub_process_the_launcher_watches():
+    from e2v_server.serve import PYTHON_STUB
+
+    assert f"({PYTHON_STUB}) Z" in STUB_CHECK
+
+
+def test_the_shipped_probes_fail_while_a_stub_is_dead_and_pass_again_after_a_restart(tiny, tmp_path):
+    """The probe commands of the manifest, run here against a real tritonserver (its HTTP port for 8000)."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from e2v_server.serve import TritonServer, _stub_children
+
+    def probe(command: str, port: int) -> int:
+        return subprocess.run(["sh", "-c", command.replace(":8000", f":{port}")], timeout=30).returncode
+
+    server = TritonServer(tiny.repository, log_file=tmp_path / "triton.log").start()
+    try:
+        assert probe(STUB_AWARE_READY, server.http_port) == 0 and probe(STUB_AWARE_LIVE, server.http_port) == 0
+        encoder = next(pid for pid, (_, name) in _stub_children(server.process.pid).items() if "encoder" in name)
+        os.kill(encoder, signal.SIGKILL)
+        time.sleep(0.5)
+        assert probe(STUB_AWARE_READY, server.http_port) == 1 and probe(STUB_AWARE_LIVE, server.http_port) == 1
+        server.restart()  # what kubelet's restart of the container amounts to
+        assert probe(STUB_AWARE_READY, server.http_port) == 0 and probe(STUB_AWARE_LIVE, server.http_port) == 0
+    finally:
+        server.kill()
+
+
 def test_compose_gpu_service():
     service = compose()["services"]["triton"]
     assert "profiles" not in service  # `docker compose up` starts it
@@ -312,7 +350,7 @@ def test_compose_gpu_service():
     assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
     assert _published(service) == set()  # only the gateway publishes a port
     assert {int(p) for p in service["expose"]} == TRITON_PORTS
-    assert f"http://localhost:8000{READY}" in service["healthcheck"]["test"]  # inside the container
+    assert service["healthcheck"]["test"] == ["CMD-SHELL", STUB_AWARE_READY]  # inside the container
     assert service["image"] == "emotion2vec-triton:gpu"
 
 
@@ -610,11 +648,12 @@ def test_deployment_probes_ports_gpu_and_image():
     )
     assert not any(a.startswith(("--grpc-port", "--http-port", "--metrics-port")) for a in container["args"])
     assert {p["containerPort"] for p in container["ports"]} == {8002}
-    # kubelet probes the pod IP: Triton's health through the gateway's open endpoints, over TLS
+    # startup: kubelet probes the pod IP, Triton's health through the gateway's open endpoint, over TLS;
+    # readiness and liveness inside the container, on loopback, and false while a Python stub is dead
     gateway_ports = {p["containerPort"] for p in found["gateway"]["ports"]}
     assert gateway_ports == {GATEWAY_PORT}
-    assert container["readinessProbe"]["httpGet"] == {"scheme": "HTTPS", "path": READY, "port": GATEWAY_PORT}
-    assert container["livenessProbe"]["httpGet"] == {"scheme": "HTTPS", "path": LIVE, "port": GATEWAY_PORT}
+    assert container["readinessProbe"]["exec"]["command"] == ["sh", "-c", STUB_AWARE_READY]
+    assert container["livenessProbe"]["exec"]["command"] == ["sh", "-c", STUB_AWARE_LIVE]
     startup = container["startupProbe"]
     assert startup["httpGet"] == {"scheme": "HTTPS", "path": LIVE, "port": GATEWAY_PORT}
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 600

@@ -37,9 +37,17 @@ def write_input_data(paths: list[Path], out: Path) -> Path:
 
 
 def run_perf_analyzer(
-    url: str, input_data: Path, concurrency: str, csv_path: Path, seconds: float | None, measurement_ms: int
+    url: str,
+    input_data: Path,
+    concurrency: str,
+    csv_path: Path,
+    seconds: float | None,
+    measurement_ms: int,
+    request_rate: float | None = None,
 ) -> str:
-    """One perf_analyzer run; its stdout. seconds: a soak of that length instead of measuring until stable."""
+    """One perf_analyzer run; its stdout. seconds: a soak of that length instead of measuring until stable.
+    request_rate: requests per second sent on schedule whatever the answers (an open loop, for overloads)
+    instead of `concurrency` requests in flight."""
     if seconds:  # the soak test: three windows of a third each (perf_analyzer needs three to report)
         measurement_ms = int(seconds * 1000 / 3)
     command = [
@@ -52,8 +60,7 @@ def run_perf_analyzer(
         url,
         "--input-data",
         str(input_data),
-        "--concurrency-range",
-        concurrency,
+        *(["--request-rate-range", f"{request_rate:g}"] if request_rate else ["--concurrency-range", concurrency]),
         "--percentile",
         "95",
         "--measurement-mode",
