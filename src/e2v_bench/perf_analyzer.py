@@ -60,7 +60,12 @@ def run_perf_analyzer(
         url,
         "--input-data",
         str(input_data),
-        *(["--request-rate-range", f"{request_rate:g}"] if request_rate else ["--concurrency-range", concurrency]),
+        # an open loop needs the asynchronous API: with blocking calls, its threads would cap the requests in flight
+        *(
+            ["--request-rate-range", f"{request_rate:g}", "--async"]
+            if request_rate
+            else ["--concurrency-range", concurrency]
+        ),
         "--percentile",
         "95",
         "--measurement-mode",

@@ -1,0 +1,73 @@
+"""An open-loop load: requests sent on a fixed schedule whatever the answers, as independent callers send them.
+
+perf_analyzer (2.51) has the same mode (--request-rate-range with --async) but stops at the first refused
+request ("Failed to retrieve results from inference request", exit code 99), so it cannot measure a server
+that sheds load; this counts the refusals and carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from e2v_server import contract
+
+
+@dataclass
+class Outcome:
+    sent_at: float  # seconds since the start
+    seconds: float  # until the answer or the refusal
+    error: str  # "" when answered
+
+
+async def _one(client, samples: np.ndarray, start: float) -> Outcome:
+    import tritonclient.grpc.aio as aioclient
+    from tritonclient.utils import InferenceServerException
+
+    tensor = aioclient.InferInput(contract.ENSEMBLE_INPUT, [1, samples.size], "FP32")
+    tensor.set_data_from_numpy(samples.reshape(1, -1))
+    sent = time.monotonic()
+    try:
+        await client.infer(contract.ENSEMBLE_MODEL, [tensor], client_timeout=600)
+        error = ""
+    except InferenceServerException as exc:
+        error = f"{str(exc.status()).replace('StatusCode.', '')}: {exc.message()}"
+    return Outcome(sent - start, time.monotonic() - sent, error)
+
+
+async def _run(url: str, clips: list[np.ndarray], rate: float, seconds: float) -> list[Outcome]:
+    import tritonclient.grpc.aio as aioclient
+
+    async with aioclient.InferenceServerClient(url) as client:
+        start = time.monotonic()
+        tasks = []
+        for i in range(int(rate * seconds)):
+            await asyncio.sleep(max(0.0, start + i / rate - time.monotonic()))
+            tasks.append(asyncio.ensure_future(_one(client, clips[i % len(clips)], start)))
+        return list(await asyncio.gather(*tasks))
+
+
+def open_loop(url: str, clips: list[np.ndarray], rate: float, seconds: float) -> list[Outcome]:
+    """Send rate requests per second for `seconds` (clips in turn); every request's outcome once all are done."""
+    return asyncio.run(_run(url, clips, rate, seconds))
+
+
+def summarize(outcomes: list[Outcome], seconds: float) -> dict:
+    """Answered and refused requests per second of the schedule, latency percentiles of the answered ones."""
+    answered = np.array([o.seconds for o in outcomes if not o.error]) * 1000
+    refused = [o for o in outcomes if o.error]
+    return {
+        "sent": len(outcomes),
+        "answered": len(answered),
+        "refused": len(refused),
+        "answered_per_s": len(answered) / seconds,
+        "p50_ms": float(np.percentile(answered, 50)) if answered.size else float("nan"),
+        "p99_ms": float(np.percentile(answered, 99)) if answered.size else float("nan"),
+        "max_ms": float(answered.max()) if answered.size else float("nan"),
+        "refusal_ms_p99": float(np.percentile([o.seconds * 1000 for o in refused], 99)) if refused else float("nan"),
+        "errors": sorted({re.sub(r"\[request id: [^]]*\] ", "", o.error) for o in refused}),
+    }
