@@ -30,13 +30,18 @@ def test_repository_tags_and_names_follow_the_encoder():
 
 def test_bf16_variants_are_skipped_with_the_reason_where_the_cpu_has_no_bf16():
     variants, skipped = systems.triton_variants([1, 2], AVX2)
-    assert [v.prefix for v in variants] == ["triton", "triton-int8", "triton-openvino", "triton-pad"]
-    assert [v.alone for v in variants] == ["onnx", "onnx-int8", "openvino", None]
-    assert variants[-1].concurrencies == [2] and variants[-1].tag("large") == "large-pad"
+    assert [v.prefix for v in variants] == [
+        "triton", "triton-int8", "triton-openvino", "triton-pad", "triton-2x1", "triton-openvino-2x1"
+    ]  # fmt: skip
+    assert [v.alone for v in variants] == ["onnx", "onnx-int8", "openvino", None, None, None]
+    pad, two_by_one, openvino_two_by_one = variants[3:]
+    assert pad.concurrencies == [2] and pad.tag("large") == "large-pad"
+    assert two_by_one.repository_options == {"encoder_instances": 2, "threads": 1}
+    assert (openvino_two_by_one.runtime, openvino_two_by_one.tag("large")) == ("openvino", "large-openvino-2x1")
     assert len(skipped) == 1 and skipped[0].systems == ["openvino-bf16", "triton-openvino-bf16 c1/2"]
     assert "no native bf16" in skipped[0].reason
 
-    variants, skipped = systems.triton_variants([1], BF16, int8=False, padded=False)
+    variants, skipped = systems.triton_variants([1], BF16, int8=False, serving_layouts=False)
     assert [(v.prefix, v.runtime, v.precision) for v in variants] == [
         ("triton", "onnxruntime", "fp32"),
         ("triton-openvino", "openvino", "fp32"),
