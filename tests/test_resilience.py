@@ -25,16 +25,11 @@ from conftest import launch_e2v_serve
 from e2v_client import audio
 from e2v_export.synthetic import speech_like
 from e2v_server import contract
-from e2v_server.serve import PYTHON_STUB, TritonServer, _stat, _stub_children, free_port
+from e2v_server.serve import PYTHON_STUB, TritonServer, _running, _stat, _stub_children, free_port
 
 
 def _stub_pid(server_pid: int, model: str) -> int:
     return next(pid for pid, (_, instance) in _stub_children(server_pid).items() if instance.startswith(f"{model}_"))
-
-
-def _alive(pid: int) -> bool:
-    stat = _stat(pid)
-    return stat is not None and stat[1] != "Z"
 
 
 def _tritonserver_pid(launcher_pid: int) -> int:
@@ -99,9 +94,9 @@ def test_kill_9_of_the_launcher_takes_tritonserver_and_its_stubs_down(serve):
     serve.process.kill()
     serve.process.wait()
     deadline = time.monotonic() + 15
-    while any(_alive(pid) for pid in [triton, *stubs]) and time.monotonic() < deadline:
+    while any(_running(pid) for pid in [triton, *stubs]) and time.monotonic() < deadline:
         time.sleep(0.1)
-    left = [pid for pid in [triton, *stubs] if _alive(pid)]
+    left = [pid for pid in [triton, *stubs] if _running(pid)]
     print(f"after kill -9 of e2v-serve: all gone in {15 - (deadline - time.monotonic()):.1f} s")
     assert not left, f"still running after kill -9 of e2v-serve: {left}"
 
@@ -113,7 +108,7 @@ def test_term_stops_everything_within_seconds(serve):
     serve.process.terminate()
     assert serve.process.wait(15) == 0
     seconds = time.monotonic() - start
-    assert not any(_alive(pid) for pid in [triton, *stubs])
+    assert not any(_running(pid) for pid in [triton, *stubs])
     assert seconds < 8, f"TERM took {seconds:.1f} s"
 
 
@@ -131,7 +126,7 @@ def test_stop_with_a_dead_stub_does_not_wait_for_the_exit_timeout(tiny, tmp_path
     finally:
         server.kill()
     assert seconds < 3, f"stop() took {seconds:.1f} s"
-    assert not any(_alive(pid) for pid in stubs)
+    assert not any(_running(pid) for pid in stubs)
 
 
 def test_a_dead_stub_is_noticed_readiness_drops_and_the_server_comes_back(serve):

@@ -64,6 +64,12 @@ def _stat(pid: int) -> tuple[str, str, int] | None:
     return name, state, int(ppid)
 
 
+def _running(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    stat = _stat(pid)
+    return stat is not None and stat[1] != "Z"
+
+
 def _stub_children(server_pid: int) -> dict[int, tuple[str, str]]:
     """{pid: (state, model instance)} of tritonserver's Python-backend stubs ("" for a zombie's instance)."""
     stubs = {}
@@ -313,6 +319,11 @@ class TritonServer:
             return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signal.SIGKILL)
+        # SIGKILL is not instant: return once the stubs this server had are dead (or zombies, waiting for a reaper)
+        deadline = time.monotonic() + 3.0
+        stubs = list(self.stubs.known) if self.stubs else []
+        while any(_running(pid) for pid in stubs) and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     def __enter__(self):
         return self.start()
