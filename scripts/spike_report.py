@@ -1,0 +1,103 @@
+#!/usr/bin/env python
+"""Does the server give back the memory of a spike? Server memory (tritonserver and its stubs) through one
+minute of 2-6 s clips at concurrency 2, 30 s of maximum-length (30 s) clips at concurrency 4, 30 s idle and
+one more minute of 2-6 s clips.
+
+    .venv/bin/python scripts/spike_report.py                       # the bench's large repository
+    .venv/bin/python scripts/spike_report.py --repository DIR      # any exported repository
+
+Prints the steady memory, the peak, and the memory idle and under load after the burst against the steady
+value (issue bar: back within 20 %); writes the samples as JSON and a plot beside --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+
+from e2v_bench.memory import ProcessTreeMemory, plot_memory
+from e2v_bench.models import export_repository, random_checkpoint, repository_dir
+from e2v_bench.workload import cache_dir
+from e2v_export.synthetic import speech_like
+from e2v_server import contract
+from e2v_server.serve import TritonServer
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = cache_dir(ROOT)
+STEADY_SECONDS = [2.0, 4.0, 6.0, 3.0, 5.0]
+
+
+def infer(url: str, samples: np.ndarray) -> None:
+    with grpcclient.InferenceServerClient(url) as client:
+        tensor = grpcclient.InferInput(contract.ENSEMBLE_INPUT, [1, samples.size], "FP32")
+        tensor.set_data_from_numpy(samples[None])
+        client.infer(contract.ENSEMBLE_MODEL, [tensor], outputs=[grpcclient.InferRequestedOutput(contract.SCORES)])
+
+
+def load(url: str, clips: list[np.ndarray], concurrency: int, seconds: float) -> None:
+    """`concurrency` callers sending the clips in turn until `seconds` have passed (requests in flight finish)."""
+    until = time.monotonic() + seconds
+
+    def caller(k: int) -> None:
+        i = k
+        while time.monotonic() < until:
+            infer(url, clips[i % len(clips)])
+            i += concurrency
+
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(caller, range(concurrency)))
+
+
+def mean_between(samples: list[tuple[float, float]], start: float, end: float) -> float:
+    return float(np.mean([mb for t, mb in samples if start <= t <= end]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repository", help="an exported repository (default: the bench's large one)")
+    parser.add_argument("--max-seconds", type=float, default=30.0, help="the burst's clip length")
+    parser.add_argument("--out", default=str(ROOT / "bench_results" / "spike"))
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    repository = Path(
+        args.repository or export_repository(random_checkpoint(CACHE, "large"), repository_dir(CACHE, "large"))
+    )
+    steady = [speech_like(s, seed=i) for i, s in enumerate(STEADY_SECONDS)]
+    burst = [speech_like(args.max_seconds, seed=99)]
+    marks = {}
+    server = TritonServer(repository, log_file=out / "triton.log")
+    with server, ProcessTreeMemory(server.process.pid, 0.5) as memory:
+        start = time.monotonic()
+        for phase, run in (
+            ("steady", lambda: load(server.grpc_url, steady, 2, 60)),
+            ("burst", lambda: load(server.grpc_url, burst, 4, 30)),
+            ("idle", lambda: time.sleep(30)),
+            ("steady again", lambda: load(server.grpc_url, steady, 2, 60)),
+        ):
+            run()
+            marks[phase] = time.monotonic() - start
+            print(f"{phase} done at {marks[phase]:.0f} s: {memory.samples[-1][1]:.0f} MB", flush=True)
+        samples = memory.samples
+    steady_mb = mean_between(samples, marks["steady"] - 15, marks["steady"])
+    idle_mb = mean_between(samples, marks["idle"] - 10, marks["idle"])
+    again_mb = mean_between(samples, marks["steady again"] - 15, marks["steady again"])
+    peak_mb = max(mb for _, mb in samples)
+    print(
+        f"{repository.name}: steady {steady_mb:.0f} MB, peak {peak_mb:.0f} MB; after the burst idle {idle_mb:.0f} MB "
+        f"({idle_mb / steady_mb - 1:+.0%}), under load again {again_mb:.0f} MB ({again_mb / steady_mb - 1:+.0%})"
+    )
+    (out / "spike.json").write_text(json.dumps({"samples": samples, "marks": marks}))
+    plot_memory(
+        samples, out / "spike-memory.png", f"Triton server memory through a burst of {args.max_seconds:g} s clips"
+    )
+
+
+if __name__ == "__main__":
+    main()
