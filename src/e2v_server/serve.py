@@ -428,17 +428,20 @@ def _start_gateway(args, server: TritonServer, settings: dict, run_dir: Path) ->
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.print_gateway_env:
-        limits = gateway.RequestLimits.for_max_seconds(gateway.repository_max_seconds(Path(args.model_repository)))
+        try:
+            max_seconds = gateway.repository_max_seconds(Path(args.model_repository))
+        except gateway.GatewayError as exc:
+            print(f"e2v-serve: error: {exc}", file=sys.stderr)
+            return 1
+        limits = gateway.RequestLimits.for_max_seconds(max_seconds)
         print("\n".join(f"{name}={value}" for name, value in limits.env().items()))
         return 0
-    stopping = []
 
-    def on_signal(signum, _frame):
-        stopping.append(signum)
-        raise KeyboardInterrupt
+    def on_signal(_signum, _frame):
+        raise KeyboardInterrupt  # SIGTERM stops as Ctrl-C does
 
     signal.signal(signal.SIGTERM, on_signal)
-    front = None
+    server = front = None
     with tempfile.TemporaryDirectory(prefix="e2v-gateway-") as run_dir:
         try:
             settings = _gateway_settings(args) if args.public else None
@@ -460,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
             front = _start_gateway(args, server, settings, Path(run_dir)) if settings else None
         except (ServerStartError, gateway.GatewayError, KeyboardInterrupt) as exc:
             print(f"e2v-serve: error: {exc or 'interrupted'}", file=sys.stderr)
-            if "server" in locals():
+            if server:
                 server.stop()
             return 1
         _announce(args, server, front, settings)
