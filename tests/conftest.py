@@ -87,6 +87,23 @@ def served(request):
     return request.getfixturevalue(request.param), request.getfixturevalue(f"{request.param}_server")
 
 
+def e2v_serve_command(repository: Path, folder: Path, grpc_port: int, http_port: int, *extra: str) -> list[str]:
+    """The `e2v-serve` command line on a repository, on these ports (metrics on a free one), Triton's log in folder."""
+    import sys
+
+    from e2v_server.serve import free_port
+
+    return [
+        str(Path(sys.executable).with_name("e2v-serve")),
+        f"--model-repository={repository}",
+        f"--grpc-port={grpc_port}",
+        f"--http-port={http_port}",
+        f"--metrics-port={free_port()}",
+        f"--log-file={folder / 'triton.log'}",
+        *extra,
+    ]
+
+
 def launch_e2v_serve(command: list[str], log: Path, ready_text: str, env: dict | None = None, timeout: float = 300):
     """Start an e2v-serve command, its output in `log`; return the process once `ready_text` is in the log."""
     import os
@@ -132,7 +149,6 @@ class PublicServer:
 def public_server(tiny, tmp_path_factory):
     import secrets
     import socket
-    import sys
 
     from e2v_server.gateway import self_signed_certificate
     from e2v_server.serve import free_port
@@ -144,19 +160,17 @@ def public_server(tiny, tmp_path_factory):
     cert, key = self_signed_certificate("127.0.0.1", folder / "tls")
     port, grpc_port, http_port = free_port(), free_port(), free_port()
     log = folder / "e2v-serve.log"
-    command = [
-        str(Path(sys.executable).with_name("e2v-serve")),
-        f"--model-repository={tiny.repository}",
-        f"--grpc-port={grpc_port}",
-        f"--http-port={http_port}",
-        f"--metrics-port={free_port()}",
+    command = e2v_serve_command(
+        tiny.repository,
+        folder,
+        grpc_port,
+        http_port,
         f"--public=127.0.0.1:{port}",
         f"--token-file={token_file}",
         f"--tls-cert={cert}",
         f"--tls-key={key}",
         f"--admin-key-file={folder / 'admin-key'}",
-        f"--log-file={folder / 'triton.log'}",
-    ]
+    )
     process = launch_e2v_serve(command, log, "gateway on", {"E2V_CACHE": str(folder / "cache")})
     socket.create_connection(("127.0.0.1", port), timeout=5).close()
     admin_key = (folder / "admin-key").read_text().strip()

@@ -21,7 +21,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from conftest import launch_e2v_serve
+from conftest import e2v_serve_command, launch_e2v_serve
 from e2v_client import audio
 from e2v_export.synthetic import speech_like
 from e2v_server import contract
@@ -55,14 +55,7 @@ class Serve:
     def __init__(self, repository: Path, folder: Path):
         self.grpc_port, self.http_port = free_port(), free_port()
         self.log = folder / "e2v-serve.log"
-        command = [
-            str(Path(sys.executable).with_name("e2v-serve")),
-            f"--model-repository={repository}",
-            f"--grpc-port={self.grpc_port}",
-            f"--http-port={self.http_port}",
-            f"--metrics-port={free_port()}",
-            f"--log-file={folder / 'triton.log'}",
-        ]
+        command = e2v_serve_command(repository, folder, self.grpc_port, self.http_port)
         self.process = launch_e2v_serve(command, self.log, "Ctrl-C stops")
         self.grpc_url = f"127.0.0.1:{self.grpc_port}"
 
