@@ -9,7 +9,8 @@ It starts the embedded server on the bench repository of --size, --runtime and -
 scripts/bench.py serves for them, cached under the same tag: large, large-int8, large-openvino, ...; random
 checkpoint), or uses --url. Input: variable-length utterances (1-30 s, the bench workload) in perf_analyzer's JSON input
 format, used round-robin. perf_analyzer's CSV is kept in the output folder. The soak run samples the
-server's memory (RSS of tritonserver and its Python stubs) every 5 s, reports its trend and draws it
+server's memory (PSS of tritonserver and its Python stubs) every 5 s, reports how flat it stays after
+--warmup (the mean of each minute against their level, issue bar +-5 %) and draws it
 (memory-<tag>.png in the output folder; the samples in server_memory-<tag>-soak.json).
 The code is the e2v_bench package; this script is its command line.
 """
@@ -24,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from e2v_bench import perf_analyzer
-from e2v_bench.memory import ProcessTreeMemory, plot_memory, trend
+from e2v_bench.memory import ProcessTreeMemory, flatness, plot_memory, trend
 from e2v_bench.models import encoder_suffix, export_repository, random_checkpoint, repository_dir
 from e2v_bench.workload import cache_dir, prepare_workload
 from e2v_export.cpu import CpuInfo, choose_encoder
@@ -55,6 +56,7 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--measurement-ms", type=int, default=30000)
     parser.add_argument("--soak", type=float, help="one run of this many seconds; reports errors and memory trend")
+    parser.add_argument("--warmup", type=float, default=300.0, help="soak seconds before memory must stay flat")
     parser.add_argument("--out", default=str(ROOT / "bench_results"))
     args = parser.parse_args()
     try:  # the combinations the export refuses, and bf16 on a CPU without it
@@ -75,7 +77,7 @@ def embedded_server(args: argparse.Namespace, tag: str, out: Path):
     model_dir = random_checkpoint(CACHE, args.size)
     repository = export_repository(model_dir, repository_dir(CACHE, tag), args.runtime, args.precision)
     server = TritonServer(repository, log_file=out / f"triton-load-{tag}.log")
-    with server, ProcessTreeMemory(server.process.pid, MEMORY_INTERVAL_S) as memory:
+    with server, ProcessTreeMemory(server.process.pid, MEMORY_INTERVAL_S, proportional=True) as memory:
         yield server.grpc_url, memory
 
 
@@ -92,16 +94,27 @@ def sweep(args: argparse.Namespace, url: str, input_data: Path, csv_path: Path) 
     perf_analyzer.merge_csv(parts, csv_path)
 
 
-def report_memory(samples: list[tuple[float, float]], path: Path, plot: Path | None, title: str) -> None:
-    """The trend of the server's memory printed, its samples written as JSON to path and drawn in plot."""
+def report_memory(
+    samples: list[tuple[float, float]], path: Path, plot: Path | None, title: str, warmup_s: float | None
+) -> None:
+    """The trend of the server's memory printed (with warmup_s: how flat after it), its samples written as
+    JSON to path and drawn in plot."""
     t = trend(samples)
     print(
-        f"server memory (RSS, tritonserver + stubs): start {t['start_mb']:.0f} MB, end {t['end_mb']:.0f} MB, "
+        f"server memory (PSS, tritonserver + stubs): start {t['start_mb']:.0f} MB, end {t['end_mb']:.0f} MB, "
         f"peak {t['peak_mb']:.0f} MB over {t['seconds']:.0f} s ({t['samples']} samples)"
     )
-    path.write_text(json.dumps(samples))
+    flat = flatness(samples, warmup_s) if warmup_s is not None and t["seconds"] > warmup_s + 120 else None
+    if flat:
+        print(
+            f"after {warmup_s:.0f} s of warm-up: minute means {min(flat['window_means_mb']):.0f}-"
+            f"{max(flat['window_means_mb']):.0f} MB, at most {flat['max_deviation']:.1%} from their level "
+            f"{flat['level_mb']:.0f} MB (bar 5 %); slope {flat['slope_mb_per_min']:+.1f} MB/min; "
+            f"samples {flat['min_mb']:.0f}-{flat['max_mb']:.0f} MB"
+        )
+    path.write_text(json.dumps({"samples": samples, "flatness": flat}))
     if plot:
-        plot_memory(samples, plot, title)
+        plot_memory(samples, plot, title, flat, measure="PSS")
         print(f"server memory plot: {plot}")
 
 
@@ -134,7 +147,7 @@ def main() -> None:
         concurrency = ", ".join(str(c) for c in args.concurrency)
         encoder = f"{args.runtime} {args.precision}"
         title = f"Triton server memory: {tag} ({encoder}), {args.soak:.0f} s soak at concurrency {concurrency}"
-        report_memory(samples, out / f"server_memory-{tag}{soak}.json", plot, title)
+        report_memory(samples, out / f"server_memory-{tag}{soak}.json", plot, title, args.warmup if args.soak else None)
 
 
 if __name__ == "__main__":

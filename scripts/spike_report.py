@@ -1,13 +1,13 @@
 #!/usr/bin/env python
-"""Does the server give back the memory of a spike? Server memory (tritonserver and its stubs) through one
-minute of 2-6 s clips at concurrency 2, 30 s of maximum-length (30 s) clips at concurrency 4, 30 s idle and
-one more minute of 2-6 s clips.
+"""Does the server give back the memory of a spike? Server memory (PSS of tritonserver and its stubs: the
+Python backend's shared memory counted once) through one minute of 2-6 s clips at concurrency 2, 20 s idle,
+30 s of maximum-length (30 s) clips at concurrency 4, 30 s idle and one more minute of 2-6 s clips.
 
     .venv/bin/python scripts/spike_report.py                       # the bench's large repository
     .venv/bin/python scripts/spike_report.py --repository DIR      # any exported repository
 
-Prints the steady memory, the peak, and the memory idle and under load after the burst against the steady
-value (issue bar: back within 20 %); writes the samples as JSON and a plot beside --out.
+Prints the memory idle and under load before the burst, the peak, and the same two after the burst against
+those before (issue bar: back within 20 %); writes the samples as JSON and a plot into --out.
 """
 
 from __future__ import annotations
@@ -73,30 +73,32 @@ def main() -> None:
     burst = [speech_like(args.max_seconds, seed=99)]
     marks = {}
     server = TritonServer(repository, log_file=out / "triton.log")
-    with server, ProcessTreeMemory(server.process.pid, 0.5) as memory:
+    with server, ProcessTreeMemory(server.process.pid, 1.0, proportional=True) as memory:
         start = time.monotonic()
         for phase, run in (
-            ("steady", lambda: load(server.grpc_url, steady, 2, 60)),
+            ("load", lambda: load(server.grpc_url, steady, 2, 60)),
+            ("idle", lambda: time.sleep(20)),
             ("burst", lambda: load(server.grpc_url, burst, 4, 30)),
-            ("idle", lambda: time.sleep(30)),
-            ("steady again", lambda: load(server.grpc_url, steady, 2, 60)),
+            ("idle after", lambda: time.sleep(30)),
+            ("load after", lambda: load(server.grpc_url, steady, 2, 60)),
         ):
             run()
             marks[phase] = time.monotonic() - start
             print(f"{phase} done at {marks[phase]:.0f} s: {memory.samples[-1][1]:.0f} MB", flush=True)
         samples = memory.samples
-    steady_mb = mean_between(samples, marks["steady"] - 15, marks["steady"])
-    idle_mb = mean_between(samples, marks["idle"] - 10, marks["idle"])
-    again_mb = mean_between(samples, marks["steady again"] - 15, marks["steady again"])
+    # the last 10 s of each idle phase, the last 30 s of each load phase
+    idle_mb, idle_after_mb = (mean_between(samples, marks[p] - 10, marks[p]) for p in ("idle", "idle after"))
+    load_mb, load_after_mb = (mean_between(samples, marks[p] - 30, marks[p]) for p in ("load", "load after"))
     peak_mb = max(mb for _, mb in samples)
     print(
-        f"{repository.name}: steady {steady_mb:.0f} MB, peak {peak_mb:.0f} MB; after the burst idle {idle_mb:.0f} MB "
-        f"({idle_mb / steady_mb - 1:+.0%}), under load again {again_mb:.0f} MB ({again_mb / steady_mb - 1:+.0%})"
+        f"{repository.name}, server memory (PSS): idle {idle_mb:.0f} MB, under load {load_mb:.0f} MB; "
+        f"burst peak {peak_mb:.0f} MB; after the burst idle {idle_after_mb:.0f} MB "
+        f"({idle_after_mb / idle_mb - 1:+.1%}), "
+        f"under load {load_after_mb:.0f} MB ({load_after_mb / load_mb - 1:+.1%}) (bar: within 20 %)"
     )
     (out / "spike.json").write_text(json.dumps({"samples": samples, "marks": marks}))
-    plot_memory(
-        samples, out / "spike-memory.png", f"Triton server memory through a burst of {args.max_seconds:g} s clips"
-    )
+    title = f"Triton server memory through a burst of {args.max_seconds:g} s clips ({repository.name})"
+    plot_memory(samples, out / "spike-memory.png", title, measure="PSS")
 
 
 if __name__ == "__main__":

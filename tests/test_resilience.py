@@ -246,3 +246,34 @@ def test_the_client_backs_off_and_scores_every_file_of_an_overload(short_queue_s
     assert done.returncode == 0, done.stderr
     rows = list(csv.DictReader(next(out.glob("summary_*.csv")).open()))
     assert len(rows) == 24 and all(row["status"] == "scored" for row in rows)
+
+
+def test_the_memory_of_a_burst_of_long_requests_comes_back(tiny, tmp_path):
+    """After a burst of maximum-length (30 s) requests the idle server gives back at least 80 % of the memory
+    (PSS of tritonserver and its stubs) the burst took. ONNX Runtime's CPU arena kept all of it for good (tiny:
+    180 -> 995 MB idle, 98 %, measured); without it, and with glibc's heap trimmed after each batch, what stays is
+    mostly the Python backend's shared memory, which grows to what was in flight and is reused, never shrunk.
+    (The issue's bar, back within 20 % of idle on the large checkpoint, is scripts/spike_report.py's.)"""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from e2v_bench.memory import ProcessTreeMemory
+
+    with (
+        TritonServer(tiny.repository, log_file=tmp_path / "triton.log") as server,
+        ProcessTreeMemory(server.process.pid, 0.2, proportional=True) as memory,
+    ):
+        for seconds in (2.0, 4.0, 6.0, 3.0, 5.0) * 2:
+            _score(server.grpc_url, seconds)
+        time.sleep(1.0)
+        idle_before = memory.sample()
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda _: _score(server.grpc_url, 30.0), range(16)))
+        time.sleep(1.0)
+        idle_after = memory.sample()
+        peak = memory.peak
+    taken, kept = peak - idle_before, idle_after - idle_before
+    print(
+        f"idle {idle_before:.0f} MB, burst peak {peak:.0f} MB, idle after {idle_after:.0f} MB: kept {kept / taken:.0%}"
+    )
+    assert taken > 0.5 * idle_before, "the burst did not need memory: the test proves nothing"
+    assert kept < 0.2 * taken

@@ -27,22 +27,27 @@ class ProcessTreeMemory:
     """Resident memory (MB) of a process and all its descendants, sampled every `interval` seconds
     on a thread while the context is open.
 
+    proportional: PSS instead of RSS. Triton and its stubs share the Python backend's shared-memory
+    region, which RSS counts once per process that touched it; PSS counts each page once (slower to read).
     samples: (seconds since the start, MB) for each sample; peak: the largest sample (0 before the first).
     """
 
-    def __init__(self, pid: int, interval: float = 0.05):
+    def __init__(self, pid: int, interval: float = 0.05, proportional: bool = False):
         import psutil
 
         self.process = psutil.Process(pid)
         self.interval = interval
+        self.proportional = proportional
         self.samples: list[tuple[float, float]] = []
         self.peak = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def sample(self) -> float:
-        """The tree's resident memory now, in MB."""
+        """The tree's resident memory now (RSS, or PSS when proportional), in MB."""
         procs = [self.process] + self.process.children(recursive=True)
+        if self.proportional:
+            return sum(p.memory_full_info().pss for p in procs) / 2**20
         return sum(p.memory_info().rss for p in procs) / 2**20
 
     def _run(self) -> None:
@@ -81,8 +86,38 @@ def trend(samples: list[tuple[float, float]]) -> dict:
     }
 
 
-def plot_memory(samples: list[tuple[float, float]], path: Path, title: str) -> None:
-    """A PNG of memory (MB) against time (minutes), with its start, end and peak (trend()) marked."""
+def flatness(samples: list[tuple[float, float]], warmup_s: float, window_s: float = 60.0) -> dict:
+    """How flat memory is after `warmup_s`: the mean of each `window_s` window (what the server keeps, with
+    the working memory of the requests in flight averaged), their largest deviation from their own mean
+    (%), the slope of a straight line fitted to the samples (MB/min), and the samples' range."""
+    after = np.array([(t, mb) for t, mb in samples if t >= warmup_s])
+    windows = ((after[:, 0] - warmup_s) // window_s).astype(int)
+    full = [w for w in np.unique(windows) if (windows == w).sum() >= 0.8 * window_s / _interval(samples)]
+    means = np.array([after[windows == w, 1].mean() for w in full])
+    level = means.mean()
+    return {
+        "warmup_s": warmup_s,
+        "window_s": window_s,
+        "window_means_mb": means.round(1).tolist(),
+        "level_mb": float(level),
+        "max_deviation": float(np.abs(means - level).max() / level),
+        "slope_mb_per_min": float(np.polyfit(after[:, 0] / 60, after[:, 1], 1)[0]),
+        "min_mb": float(after[:, 1].min()),
+        "max_mb": float(after[:, 1].max()),
+    }
+
+
+def _interval(samples: list[tuple[float, float]]) -> float:
+    """The median time between samples."""
+    return float(np.median(np.diff([t for t, _ in samples])))
+
+
+def plot_memory(
+    samples: list[tuple[float, float]], path: Path, title: str, flat: dict | None = None, measure: str = "RSS"
+) -> None:
+    """A PNG of memory (MB) against time (minutes), with its start, end and peak (trend()) marked; with
+    `flat` (flatness()), the window means after warm-up and a band of +-5 % around their level.
+    measure: what was sampled (RSS or PSS, ProcessTreeMemory)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -91,8 +126,15 @@ def plot_memory(samples: list[tuple[float, float]], path: Path, title: str) -> N
     t = trend(samples)
     minutes = [s / 60 for s, _ in samples]
     fig, ax = plt.subplots(figsize=(8, 4))
-    ax.plot(minutes, [mb for _, mb in samples], ".-", markersize=3, label="resident memory (RSS)")
+    ax.plot(minutes, [mb for _, mb in samples], ".-", markersize=3, label=f"memory ({measure})")
     ax.axhline(t["peak_mb"], color="tab:red", linestyle=":", label=f"peak {t['peak_mb']:.0f} MB")
+    if flat:
+        level, starts = flat["level_mb"], flat["warmup_s"] / 60
+        ends = [starts + (k + 1) * flat["window_s"] / 60 for k in range(len(flat["window_means_mb"]))]
+        window = f"mean of each {flat['window_s']:g} s"
+        ax.step(ends, flat["window_means_mb"], where="pre", color="tab:green", label=window)
+        ax.axhspan(0.95 * level, 1.05 * level, color="tab:green", alpha=0.15, label="their level +-5 %")
+        ax.axvline(starts, color="grey", linestyle="--", label="end of warm-up")
     summary = f"start {t['start_mb']:.0f} MB, end {t['end_mb']:.0f} MB (means of the first and last tenth)"
     ax.set_title(f"{title}\n{summary}", fontsize=10)
     ax.set_xlabel("minutes since the server started")

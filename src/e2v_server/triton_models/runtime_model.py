@@ -61,6 +61,8 @@ class TritonPythonModel:
         except Exception as exc:  # e.g. out of memory: fail these requests, keep serving
             error = pb_utils.TritonError(f"{type(exc).__name__}: {exc}")
             return [pb_utils.InferenceResponse(error=error) for _ in requests]
+        finally:  # the buffers of a long batch go back to the OS, not kept for the next
+            runtimes.free_memory_to_the_os()
         return [
             self.response([i for i, (owner, _) in enumerate(owners) if owner == r], owners, results)
             for r in range(len(requests))
