@@ -113,6 +113,8 @@ def test_stop_with_a_dead_stub_does_not_wait_for_the_exit_timeout(tiny, tmp_path
             _score(server.grpc_url)  # touching the dead model makes Triton's own shutdown wait its exit timeout
         assert server.dead_stubs() == [f"{contract.ENCODER_MODEL}_0_0"]
         stubs = list(_stub_children(server.process.pid))
+        regions = set(server.stubs.shm_regions)
+        assert len(regions) == 3 and all(region.exists() for region in regions), regions
         start = time.monotonic()
         server.stop()
         seconds = time.monotonic() - start
@@ -120,6 +122,7 @@ def test_stop_with_a_dead_stub_does_not_wait_for_the_exit_timeout(tiny, tmp_path
         server.kill()
     assert seconds < 3, f"stop() took {seconds:.1f} s"
     assert not any(_running(pid) for pid in stubs)
+    assert not any(region.exists() for region in regions), "a killed server's shared memory left in /dev/shm"
 
 
 def test_a_dead_stub_is_noticed_readiness_drops_and_the_server_comes_back(serve):

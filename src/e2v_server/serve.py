@@ -48,6 +48,7 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+SHM_REGION_PREFIX = "/dev/shm/triton_python_backend_shm_region_"  # a stub's shared memory with tritonserver
 PYTHON_STUB = "triton_python_b"  # the Python-backend stub's process name (/proc/PID/stat: 15 characters)
 EXIT_TIMEOUT_S = 5  # tritonserver's --exit-timeout-secs: in-flight requests get this long on SIGTERM
 PR_SET_PDEATHSIG = 1
@@ -87,6 +88,19 @@ def _stub_children(server_pid: int) -> dict[int, tuple[str, str]]:
     return stubs
 
 
+def _shm_regions(pid: int) -> set[Path]:
+    """The Python backend's shared-memory regions (one file in /dev/shm per stub) that a process maps."""
+    try:
+        maps = Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return set()
+    return {
+        Path(line[line.index(SHM_REGION_PREFIX) :].removesuffix(" (deleted)"))
+        for line in maps.splitlines()
+        if SHM_REGION_PREFIX in line
+    }
+
+
 class StubWatch:
     """The Python-backend stubs of one tritonserver. Triton 2.51 never restarts a dead stub: every request to its
     model then fails ("Stub process ... is not healthy"), readiness stays true, and shutdown waits for the exit
@@ -95,10 +109,12 @@ class StubWatch:
     def __init__(self, server_pid: int):
         self.server_pid = server_pid
         self.known: dict[int, str] = {}  # pid -> model instance of each stub seen alive
+        self.shm_regions: set[Path] = set()  # the stubs' shared memory, to remove if the server cannot
 
     def dead(self) -> list[str]:
         """The model instances whose stub has died (a zombie, or gone) since it was first seen alive."""
         stubs = _stub_children(self.server_pid)
+        self.shm_regions |= _shm_regions(self.server_pid)
         self.known.update({pid: instance for pid, (state, instance) in stubs.items() if state != "Z" and instance})
         return sorted(instance for pid, instance in self.known.items() if stubs.get(pid, ("Z",))[0] == "Z")
 
@@ -295,6 +311,7 @@ class TritonServer:
         dead stub, which would hold that for the whole exit timeout, or past `timeout`: SIGKILL to the group."""
         if self.process is None or self.process.poll() is not None:
             self._kill_group()
+            self._remove_shm_regions()
             return
         if self.dead_stubs():
             self.kill()
@@ -305,12 +322,21 @@ class TritonServer:
         except subprocess.TimeoutExpired:
             self.kill()
         self._kill_group()
+        self._remove_shm_regions()
 
     def kill(self) -> None:
         """Stop at once: SIGKILL to tritonserver and its stubs (its process group)."""
         if self.process is not None and self.process.poll() is None:
             self._kill_group()
             self.process.wait()
+        self._remove_shm_regions()
+
+    def _remove_shm_regions(self) -> None:
+        """A killed server leaves its stubs' shared-memory files in /dev/shm, holding RAM until reboot (one
+        per stub, tens of MB each after long requests; 263 had piled up on a test machine): remove them."""
+        if self.stubs and self.process is not None and self.process.poll() is not None:
+            for region in self.stubs.shm_regions:
+                region.unlink(missing_ok=True)
 
     def _kill_group(self) -> None:
         """SIGKILL whatever is left of the server's process group: a stub stuck after its server exited (seen:
