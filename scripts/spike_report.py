@@ -98,7 +98,7 @@ def main() -> None:
     )
     (out / "spike.json").write_text(json.dumps({"samples": samples, "marks": marks}))
     title = f"Triton server memory through a burst of {args.max_seconds:g} s clips ({repository.name})"
-    plot_memory(samples, out / "spike-memory.png", title, measure="PSS")
+    plot_memory(samples, out / "spike-memory.png", title, measure="PSS", phase_ends=marks)
 
 
 if __name__ == "__main__":

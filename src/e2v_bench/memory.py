@@ -113,11 +113,16 @@ def _interval(samples: list[tuple[float, float]]) -> float:
 
 
 def plot_memory(
-    samples: list[tuple[float, float]], path: Path, title: str, flat: dict | None = None, measure: str = "RSS"
+    samples: list[tuple[float, float]],
+    path: Path,
+    title: str,
+    flat: dict | None = None,
+    measure: str = "RSS",
+    phase_ends: dict[str, float] | None = None,
 ) -> None:
     """A PNG of memory (MB) against time (minutes), with its start, end and peak (trend()) marked; with
-    `flat` (flatness()), the window means after warm-up and a band of +-5 % around their level.
-    measure: what was sampled (RSS or PSS, ProcessTreeMemory)."""
+    `flat` (flatness()), the window means after warm-up and a band of +-5 % around their level; with
+    `phase_ends` ({phase: seconds at its end}), each phase named. measure: RSS or PSS (ProcessTreeMemory)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -135,6 +140,11 @@ def plot_memory(
         ax.step(ends, flat["window_means_mb"], where="pre", color="tab:green", label=window)
         ax.axhspan(0.95 * level, 1.05 * level, color="tab:green", alpha=0.15, label="their level +-5 %")
         ax.axvline(starts, color="grey", linestyle="--", label="end of warm-up")
+    previous_end = 0.0
+    for phase, end in (phase_ends or {}).items():
+        ax.axvline(end / 60, color="grey", linewidth=0.8)
+        ax.text((previous_end + end) / 120, 0.02, phase, transform=ax.get_xaxis_transform(), ha="center", fontsize=8)
+        previous_end = end
     summary = f"start {t['start_mb']:.0f} MB, end {t['end_mb']:.0f} MB (means of the first and last tenth)"
     ax.set_title(f"{title}\n{summary}", fontsize=10)
     ax.set_xlabel("minutes since the server started")
