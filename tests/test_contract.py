@@ -71,9 +71,19 @@ def test_check_waveform_rejects_what_the_model_cannot_score(samples, message):
 
 def test_length_groups_bound_the_padding():
     lengths = [16000, 480000, 17000, 90000, 100000, 16500, 110000]
-    groups = contract.length_groups(lengths, max_ratio=1.25, max_size=8)
+    groups = contract.length_groups(lengths, max_ratio=1.25, max_size=8, max_steps=10**9)
     assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
     for group in groups:
         assert max(lengths[i] for i in group) <= 1.25 * min(lengths[i] for i in group)
     assert [sorted(g) for g in groups] == [[0, 2, 5], [3, 4, 6], [1]]
-    assert all(len(g) <= 2 for g in contract.length_groups(lengths, max_ratio=10, max_size=2))
+    assert all(len(g) <= 2 for g in contract.length_groups(lengths, max_ratio=10, max_size=2, max_steps=10**9))
+
+
+def test_length_groups_bound_the_steps_of_a_run():
+    """No group padded to its longest row holds more than max_steps; a row longer than that runs alone."""
+    lengths = [100, 120, 110, 300, 290, 280, 700]
+    groups = contract.length_groups(lengths, max_ratio=10, max_size=8, max_steps=600)
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+    assert [sorted(g) for g in groups] == [[0, 1, 2], [4, 5], [3], [6]]
+    for group in groups[:-1]:
+        assert len(group) * max(lengths[i] for i in group) <= 600

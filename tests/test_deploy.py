@@ -272,6 +272,18 @@ def test_images_run_as_uid_1000_and_serve_triton_ports():
     assert cmd[0] == "e2v-serve" and cmd[cmd.index("--host") + 1] == "0.0.0.0"
 
 
+def test_every_tritonserver_we_start_keeps_no_grpc_objects_for_reuse(tiny):
+    """The flag that keeps tritonserver's memory flat under gRPC load (e2v_server.serve.GRPC_MEMORY_ARGS), in
+    the GPU image's command (compose's GPU service runs it, tested below), k8s and the embedded launcher (the
+    CPU image runs e2v-serve)."""
+    from e2v_server import serve
+
+    k8s_args = containers()["triton"]["args"]
+    launcher_args = serve.TritonServer(tiny.repository).args()
+    for argv in (image_cmd(GPU_DOCKERFILE), k8s_args, launcher_args):
+        assert set(serve.GRPC_MEMORY_ARGS) <= set(argv), argv
+
+
 # --- compose ----------------------------------------------------------------------------------------
 
 
@@ -642,7 +654,7 @@ def test_deployment_probes_ports_gpu_and_image():
     container = found["triton"]
     assert container["image"] == compose()["services"]["triton"]["image"]
     # gRPC and HTTP on loopback (Triton's default ports 8001 and 8000), only metrics on the pod IP
-    assert container["args"][:4] == image_cmd(GPU_DOCKERFILE)
+    assert container["args"][: len(image_cmd(GPU_DOCKERFILE))] == image_cmd(GPU_DOCKERFILE)
     assert {"--grpc-address=127.0.0.1", "--http-address=127.0.0.1", "--metrics-address=0.0.0.0"} <= set(
         container["args"]
     )

@@ -36,6 +36,11 @@ NUMERIC_SERVING_OPTIONS = [
         "portable encoder: run rows in groups whose longest is at most this times the shortest "
         "(padding is wasted compute on a CPU)",
     ),
+    (
+        "--max-run-seconds",
+        "portable encoder: the most audio (rows x longest row) one runtime call takes, a longer batch is run "
+        "in parts; bounds the working memory of a batch of long requests",
+    ),
 ]
 
 

@@ -84,6 +84,9 @@ class RepositoryOptions:
     pad_multiple: int = 8000  # preprocess pads each batch to a multiple of this many samples
     # portable encoder: rows run in groups whose longest is at most this times the shortest
     max_padding_ratio: float = 1.25
+    # portable: the most audio (rows x longest row) one runtime call takes; working memory grows with it
+    # (large, one 30 s row: 0.7 GB; four: 1.7 GB), throughput does not (README, Performance)
+    max_run_seconds: float = 30.0
     model_name: str = ""  # reported to clients; default: the checkpoint folder's name
     tensorrt: bool = False  # native: build TensorRT engines (model.plan) here and serve them as tensorrt_plan
     # The encoder's runtime and precision (portable flavour); the small classifier stays fp32 in ONNX Runtime.
@@ -99,8 +102,8 @@ class RepositoryOptions:
             raise ValueError("batch size, instance counts and pad multiple must be at least 1")
         if self.max_queue_size < 0:
             raise ValueError("max queue size must be 0 (no bound) or more")
-        if self.max_seconds * contract.SAMPLE_RATE < contract.FRAME_RECEPTIVE_FIELD:
-            raise ValueError("max_seconds is shorter than one frame")
+        if min(self.max_seconds, self.max_run_seconds) * contract.SAMPLE_RATE < contract.FRAME_RECEPTIVE_FIELD:
+            raise ValueError("max_seconds and max_run_seconds must be at least one frame long")
         if self.tensorrt and (self.flavour != "native" or self.instance_kind != "gpu"):
             raise ValueError("TensorRT engines need the native flavour with GPU instances")
         self.check_runtime()
@@ -169,6 +172,7 @@ def template_values(
         "PARAM_PAD_MULTIPLE": contract.PARAM_PAD_MULTIPLE,
         "PARAM_THREADS": contract.PARAM_THREADS,
         "PARAM_MAX_PADDING_RATIO": contract.PARAM_MAX_PADDING_RATIO,
+        "PARAM_MAX_RUN_STEPS": contract.PARAM_MAX_RUN_STEPS,
         "PARAM_STEP_WINDOW": contract.PARAM_STEP_WINDOW,
         "PARAM_STEP_HOP": contract.PARAM_STEP_HOP,
         "ONNX_FILE": contract.ONNX_FILE,
@@ -198,6 +202,8 @@ def template_values(
         "max_seconds": f"{options.max_seconds:g}",
         "pad_multiple": options.pad_multiple,
         "max_padding_ratio": f"{options.max_padding_ratio:g}",
+        "max_run_samples": round(options.max_run_seconds * contract.SAMPLE_RATE),
+        "max_run_frames": contract.frames_for_samples(round(options.max_run_seconds * contract.SAMPLE_RATE)),
         # TensorRT optimisation profile of the native encoder, in samples
         "min_samples": min_samples,
         "opt_batch": profile.opt_batch,

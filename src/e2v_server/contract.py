@@ -71,6 +71,7 @@ PARAM_RUNTIME = "runtime"  # the encoder's: onnxruntime or openvino (also in the
 PARAM_PAD_MULTIPLE = "pad_to_multiple_of_samples"  # preprocess: padded batch length, a multiple of this
 PARAM_THREADS = "intra_op_threads"  # portable encoder/classifier: ONNX Runtime threads (0: one per core)
 PARAM_MAX_PADDING_RATIO = "max_padding_ratio"  # portable: longest row of a group <= this x the shortest
+PARAM_MAX_RUN_STEPS = "max_run_steps"  # portable: rows x longest row of a group <= this (a longer row runs alone)
 # Portable encoder/classifier: each step of a sequence output sees STEP_WINDOW input steps, STEP_HOP apart
 # (the encoder: FRAME_RECEPTIVE_FIELD and FRAME_HOP samples; the classifier: 1 and 1 frame).
 PARAM_STEP_WINDOW = "output_step_window"
@@ -187,15 +188,23 @@ def pad_rows(rows: list[np.ndarray], length: int | None = None) -> tuple[np.ndar
     return batch, lengths
 
 
-def length_groups(lengths: list[int], max_ratio: float, max_size: int) -> list[list[int]]:
-    """Indices grouped so that in each group max length <= max_ratio * min length (sorted, greedy).
+def length_groups(lengths: list[int], max_ratio: float, max_size: int, max_steps: int) -> list[list[int]]:
+    """Indices grouped so that in each group max length <= max_ratio * min length, and the group padded to its
+    longest row holds at most max_steps steps (a longer row is a group alone); sorted, greedy.
 
-    On a CPU, padding is wasted compute: rows are run in groups of similar length.
+    On a CPU, padding is wasted compute: rows are run in groups of similar length. The working memory of a
+    run grows with rows x length (and attention with length squared): with max_steps the length of one
+    maximum-length request, no run needs more than that request alone.
     """
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     groups: list[list[int]] = []
     for i in order:
-        if groups and len(groups[-1]) < max_size and lengths[i] <= max_ratio * lengths[groups[-1][0]]:
+        if (
+            groups
+            and len(groups[-1]) < max_size
+            and lengths[i] <= max_ratio * lengths[groups[-1][0]]
+            and (len(groups[-1]) + 1) * lengths[i] <= max_steps  # sorted: row i is the group's longest
+        ):
             groups[-1].append(i)
         else:
             groups.append([i])

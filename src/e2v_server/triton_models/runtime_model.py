@@ -12,7 +12,10 @@ The inputs are marked allow_ragged_batch, so one execute() may get requests of
 any lengths. On a CPU, padding is pure waste (a 1 s utterance padded to 30 s
 costs 30 times the compute) and batching gains little, so the rows are cut to
 their real lengths and run in groups of similar length: within a group the
-longest is at most ``max_padding_ratio`` times the shortest. Each response gets
+longest is at most ``max_padding_ratio`` times the shortest and which hold at
+most ``max_run_steps`` steps padded (e2v-export --max-run-seconds: by default one
+30 s request, so that a batch of long requests needs no more memory than one
+of them). Each response gets
 back the rows and the length axis its own input implies (padding masked to 0,
 as in one padded batch); the numbers are those of the row run alone.
 """
@@ -35,6 +38,7 @@ class TritonPythonModel:
         self.step_window = int(params[contract.PARAM_STEP_WINDOW])
         self.step_hop = int(params[contract.PARAM_STEP_HOP])
         self.max_padding_ratio = float(params[contract.PARAM_MAX_PADDING_RATIO])
+        self.max_run_steps = int(params[contract.PARAM_MAX_RUN_STEPS])
         self.max_group = max(1, int(config.get("max_batch_size", 1)))
 
         runtime, precision = params[contract.PARAM_RUNTIME], params[contract.PARAM_PRECISION]
@@ -71,7 +75,8 @@ class TritonPythonModel:
     def run_grouped(self, rows: list, real_lengths: list) -> list:
         """{output name: value} for each row, the rows run in groups of similar length."""
         results = [None] * len(rows)
-        for group in contract.length_groups([len(row) for row in rows], self.max_padding_ratio, self.max_group):
+        lengths = [len(row) for row in rows]
+        for group in contract.length_groups(lengths, self.max_padding_ratio, self.max_group, self.max_run_steps):
             batch, _ = contract.pad_rows([rows[i] for i in group])
             lengths = np.array([real_lengths[i] for i in group], dtype=np.int64)
             values = self.session.run({self.sequence_name: batch, self.lengths_name: lengths})
