@@ -10,7 +10,7 @@ scripts/bench.py serves for them, cached under the same tag: large, large-int8, 
 checkpoint), or uses --url. Input: variable-length utterances (1-30 s, the bench workload) in perf_analyzer's JSON input
 format, used round-robin. perf_analyzer's CSV is kept in the output folder. The soak run samples the
 server's memory (PSS of tritonserver and its Python stubs) every 5 s, reports how flat it stays after
---warmup (the mean of each minute against their level, issue bar +-5 %) and draws it
+--warmup (the mean, floor and peak of each minute against their own mean, issue bar +-5 %) and draws it
 (memory-<tag>.png in the output folder; the samples in server_memory-<tag>-soak.json).
 The code is the e2v_bench package; this script is its command line.
 """
@@ -106,12 +106,14 @@ def report_memory(
     )
     flat = flatness(samples, warmup_s) if warmup_s is not None and t["seconds"] > warmup_s + 120 else None
     if flat:
-        print(
-            f"after {warmup_s:.0f} s of warm-up: minute means {min(flat['window_means_mb']):.0f}-"
-            f"{max(flat['window_means_mb']):.0f} MB, at most {flat['max_deviation']:.1%} from their level "
-            f"{flat['level_mb']:.0f} MB (bar 5 %); slope {flat['slope_mb_per_min']:+.1f} MB/min; "
-            f"samples {flat['min_mb']:.0f}-{flat['max_mb']:.0f} MB"
-        )
+        print(f"after {warmup_s:.0f} s of warm-up (bar: within 5 % of their mean):")
+        for kind in ("means", "floors", "peaks"):
+            values = flat[f"window_{kind}_mb"]
+            print(
+                f"  minute {kind:6s} {min(values):.0f}-{max(values):.0f} MB, at most "
+                f"{flat[f'{kind}_deviation']:.1%} from their mean {np.mean(values):.0f} MB"
+            )
+        print(f"  slope {flat['slope_mb_per_min']:+.1f} MB/min; samples {flat['min_mb']:.0f}-{flat['max_mb']:.0f} MB")
     path.write_text(json.dumps({"samples": samples, "flatness": flat}))
     if plot:
         plot_memory(samples, plot, title, flat, measure="PSS")

@@ -82,3 +82,15 @@ def test_plots_are_written(tmp_path):
     report.plot(results.rows, tmp_path / "bench.png", "tiny", AVX2.cores, AVX2.model)
     memory.plot_memory([(0.0, 100.0), (5.0, 150.0), (10.0, 140.0)], tmp_path / "memory.png", "server")
     assert (tmp_path / "bench.png").stat().st_size > 0 and (tmp_path / "memory.png").stat().st_size > 0
+
+
+def test_flatness_tells_work_in_flight_from_a_creep():
+    """Memory that swings with the work in flight but keeps its level passes; a creep of 2 MB/min fails."""
+    swinging = [(t * 5.0, 1000.0 + (300.0 if t % 4 == 0 else 0.0)) for t in range(12 * 30)]  # 30 min, every 5 s
+    flat = memory.flatness(swinging, warmup_s=300)
+    assert len(flat["window_means_mb"]) == 25
+    assert flat["means_deviation"] < 0.01 and flat["floors_deviation"] == 0 and flat["peaks_deviation"] == 0
+    assert flat["min_mb"] == 1000 and flat["max_mb"] == 1300 and abs(flat["slope_mb_per_min"]) < 0.5
+    creeping = [(t, mb + 2.0 * t / 60) for t, mb in swinging]
+    flat = memory.flatness(creeping, warmup_s=300)
+    assert flat["floors_deviation"] > 0.02 and flat["slope_mb_per_min"] == pytest.approx(2.0, abs=0.3)

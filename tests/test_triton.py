@@ -163,6 +163,16 @@ def test_configs_parse_with_tritons_model_config_protobuf(flavour):
         assert encoder.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
     else:
         assert encoder.backend == "python" and encoder.input[0].allow_ragged_batch
+        # one runtime call takes at most max_run_seconds of audio: in samples for the encoder, frames after it
+        run_samples = round(options.max_run_seconds * contract.SAMPLE_RATE)
+        run_steps = {
+            name: int(configs[name].parameters[contract.PARAM_MAX_RUN_STEPS].string_value)
+            for name in (contract.ENCODER_MODEL, contract.CLASSIFIER_MODEL)
+        }
+        assert run_steps == {
+            contract.ENCODER_MODEL: run_samples,
+            contract.CLASSIFIER_MODEL: contract.frames_for_samples(run_samples),
+        }
 
 
 def test_e2v_serve_starts_reports_ready_and_stops_on_sigterm(tiny, tmp_path):

@@ -87,20 +87,25 @@ def trend(samples: list[tuple[float, float]]) -> dict:
 
 
 def flatness(samples: list[tuple[float, float]], warmup_s: float, window_s: float = 60.0) -> dict:
-    """How flat memory is after `warmup_s`: the mean of each `window_s` window (what the server keeps, with
-    the working memory of the requests in flight averaged), their largest deviation from their own mean
-    (%), the slope of a straight line fitted to the samples (MB/min), and the samples' range."""
+    """How flat memory is after `warmup_s`, window by window (`window_s`): the mean of each window (what the
+    server keeps, with the working memory of the requests in flight averaged), its floor (the least sample:
+    what it keeps beneath the work) and its peak, each set's largest deviation from its own mean (%); the
+    slope of a straight line fitted to the samples (MB/min) and the samples' range."""
     after = np.array([(t, mb) for t, mb in samples if t >= warmup_s])
     windows = ((after[:, 0] - warmup_s) // window_s).astype(int)
     full = [w for w in np.unique(windows) if (windows == w).sum() >= 0.8 * window_s / _interval(samples)]
-    means = np.array([after[windows == w, 1].mean() for w in full])
-    level = means.mean()
-    return {
-        "warmup_s": warmup_s,
-        "window_s": window_s,
-        "window_means_mb": means.round(1).tolist(),
-        "level_mb": float(level),
-        "max_deviation": float(np.abs(means - level).max() / level),
+    per_window = {
+        "means": np.array([after[windows == w, 1].mean() for w in full]),
+        "floors": np.array([after[windows == w, 1].min() for w in full]),
+        "peaks": np.array([after[windows == w, 1].max() for w in full]),
+    }
+    result = {"warmup_s": warmup_s, "window_s": window_s}
+    for kind, values in per_window.items():
+        result[f"window_{kind}_mb"] = values.round(1).tolist()
+        result[f"{kind}_deviation"] = float(np.abs(values - values.mean()).max() / values.mean())
+    return result | {
+        "level_mb": float(per_window["means"].mean()),
+        "max_deviation": result["means_deviation"],
         "slope_mb_per_min": float(np.polyfit(after[:, 0] / 60, after[:, 1], 1)[0]),
         "min_mb": float(after[:, 1].min()),
         "max_mb": float(after[:, 1].max()),
@@ -121,7 +126,7 @@ def plot_memory(
     phase_ends: dict[str, float] | None = None,
 ) -> None:
     """A PNG of memory (MB) against time (minutes), with its start, end and peak (trend()) marked; with
-    `flat` (flatness()), the window means after warm-up and a band of +-5 % around their level; with
+    `flat` (flatness()), the window means and floors after warm-up and a band of +-5 % around their level; with
     `phase_ends` ({phase: seconds at its end}), each phase named. measure: RSS or PSS (ProcessTreeMemory)."""
     import matplotlib
 
@@ -138,6 +143,7 @@ def plot_memory(
         ends = [starts + (k + 1) * flat["window_s"] / 60 for k in range(len(flat["window_means_mb"]))]
         window = f"mean of each {flat['window_s']:g} s"
         ax.step(ends, flat["window_means_mb"], where="pre", color="tab:green", label=window)
+        ax.step(ends, flat["window_floors_mb"], where="pre", color="tab:olive", linestyle=":", label="its floor")
         ax.axhspan(0.95 * level, 1.05 * level, color="tab:green", alpha=0.15, label="their level +-5 %")
         ax.axvline(starts, color="grey", linestyle="--", label="end of warm-up")
     previous_end = 0.0
