@@ -81,7 +81,9 @@ def test_plots_are_written(tmp_path):
     }
     report.plot(results.rows, tmp_path / "bench.png", "tiny", AVX2.cores, AVX2.model)
     memory.plot_memory([(0.0, 100.0), (5.0, 150.0), (10.0, 140.0)], tmp_path / "memory.png", "server")
-    assert (tmp_path / "bench.png").stat().st_size > 0 and (tmp_path / "memory.png").stat().st_size > 0
+    soak = [(t * 5.0, 100.0 + t % 3) for t in range(120)]
+    memory.plot_memory(soak, tmp_path / "soak.png", "server", memory.flatness(soak, warmup_s=60), measure="PSS")
+    assert all((tmp_path / name).stat().st_size > 0 for name in ("bench.png", "memory.png", "soak.png"))
 
 
 def test_flatness_tells_work_in_flight_from_a_creep():
