@@ -81,7 +81,9 @@ class RepositoryOptions:
     instance_kind: str = "cpu"  # cpu or gpu, for the encoder and classifier
     threads: int = 0  # ONNX Runtime intra-op threads per encoder instance; 0 = one per core
     max_seconds: float = 30.0  # longer requests are refused (the client windows long audio)
-    pad_multiple: int = 8000  # preprocess pads each batch to a multiple of this many samples
+    # preprocess pads each batch to a multiple of this many samples; the portable encoder cuts each row to a
+    # multiple of it (a bounded set of shapes for ONNX Runtime, which keeps a memory plan for each)
+    pad_multiple: int = 8000
     # portable encoder: rows run in groups whose longest is at most this times the shortest
     max_padding_ratio: float = 1.25
     # portable: the most audio (rows x longest row) one runtime call takes; working memory grows with it
@@ -173,6 +175,7 @@ def template_values(
         "PARAM_THREADS": contract.PARAM_THREADS,
         "PARAM_MAX_PADDING_RATIO": contract.PARAM_MAX_PADDING_RATIO,
         "PARAM_MAX_RUN_STEPS": contract.PARAM_MAX_RUN_STEPS,
+        "PARAM_LENGTH_BUCKET": contract.PARAM_LENGTH_BUCKET,
         "PARAM_STEP_WINDOW": contract.PARAM_STEP_WINDOW,
         "PARAM_STEP_HOP": contract.PARAM_STEP_HOP,
         "ONNX_FILE": contract.ONNX_FILE,
@@ -202,6 +205,9 @@ def template_values(
         "max_seconds": f"{options.max_seconds:g}",
         "pad_multiple": options.pad_multiple,
         "max_padding_ratio": f"{options.max_padding_ratio:g}",
+        # portable: rows are cut to a multiple of pad_multiple samples (its frames after the encoder)
+        "length_bucket_samples": options.pad_multiple,
+        "length_bucket_frames": max(1, options.pad_multiple // contract.FRAME_HOP),
         "max_run_samples": round(options.max_run_seconds * contract.SAMPLE_RATE),
         "max_run_frames": contract.frames_for_samples(round(options.max_run_seconds * contract.SAMPLE_RATE)),
         # TensorRT optimisation profile of the native encoder, in samples

@@ -72,6 +72,7 @@ PARAM_PAD_MULTIPLE = "pad_to_multiple_of_samples"  # preprocess: padded batch le
 PARAM_THREADS = "intra_op_threads"  # portable encoder/classifier: ONNX Runtime threads (0: one per core)
 PARAM_MAX_PADDING_RATIO = "max_padding_ratio"  # portable: longest row of a group <= this x the shortest
 PARAM_MAX_RUN_STEPS = "max_run_steps"  # portable: rows x longest row of a group <= this (a longer row runs alone)
+PARAM_LENGTH_BUCKET = "length_bucket"  # portable: each row is cut to its length rounded up to a multiple of this
 # Portable encoder/classifier: each step of a sequence output sees STEP_WINDOW input steps, STEP_HOP apart
 # (the encoder: FRAME_RECEPTIVE_FIELD and FRAME_HOP samples; the classifier: 1 and 1 frame).
 PARAM_STEP_WINDOW = "output_step_window"

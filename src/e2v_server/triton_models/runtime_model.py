@@ -11,7 +11,8 @@ holds each row's length; the outputs are those of the model file.
 The inputs are marked allow_ragged_batch, so one execute() may get requests of
 any lengths. On a CPU, padding is pure waste (a 1 s utterance padded to 30 s
 costs 30 times the compute) and batching gains little, so the rows are cut to
-their real lengths and run in groups of similar length: within a group the
+their real lengths (rounded up to ``length_bucket`` steps, so that the runtime sees
+a bounded set of shapes) and run in groups of similar length: within a group the
 longest is at most ``max_padding_ratio`` times the shortest and which hold at
 most ``max_run_steps`` steps padded (e2v-export --max-run-seconds: by default one
 30 s request, so that a batch of long requests needs no more memory than one
@@ -39,6 +40,7 @@ class TritonPythonModel:
         self.step_hop = int(params[contract.PARAM_STEP_HOP])
         self.max_padding_ratio = float(params[contract.PARAM_MAX_PADDING_RATIO])
         self.max_run_steps = int(params[contract.PARAM_MAX_RUN_STEPS])
+        self.length_bucket = int(params[contract.PARAM_LENGTH_BUCKET])
         self.max_group = max(1, int(config.get("max_batch_size", 1)))
 
         runtime, precision = params[contract.PARAM_RUNTIME], params[contract.PARAM_PRECISION]
@@ -56,8 +58,11 @@ class TritonPythonModel:
             lengths = pb_utils.get_input_tensor_by_name(request, self.lengths_name).as_numpy().reshape(-1)
             for row, length in zip(sequence, lengths, strict=True):
                 length = int(length)
-                # cut the padding off; a row too short to run (warm-up zeros) keeps its padded length
-                rows.append(row[:length] if length >= self.step_window else row)
+                # cut the padding off, but to a whole number of buckets: ONNX Runtime keeps, for good, a memory
+                # plan for each input shape it has run (about 28 KB each on large): with every length its own
+                # shape, memory grew without bound. A row too short to run (warm-up zeros) keeps its padding.
+                cut = min(contract.round_up(length, self.length_bucket), len(row))
+                rows.append(row[:cut] if length >= self.step_window else row)
                 real_lengths.append(length)
                 owners.append((r, sequence.shape[1]))
         try:
