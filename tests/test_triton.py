@@ -173,12 +173,12 @@ def test_configs_parse_with_tritons_model_config_protobuf(flavour):
             contract.ENCODER_MODEL: run_samples,
             contract.CLASSIFIER_MODEL: contract.frames_for_samples(run_samples),
         }
-        # rows are cut to whole buckets: pad_multiple samples, then its frames (a bounded set of shapes)
+        # rows are cut to whole buckets: length_bucket samples, then its frames (a bounded set of shapes)
         buckets = [
             int(configs[name].parameters[contract.PARAM_LENGTH_BUCKET].string_value)
             for name in (contract.ENCODER_MODEL, contract.CLASSIFIER_MODEL)
         ]
-        assert buckets == [options.pad_multiple, options.pad_multiple // contract.FRAME_HOP]
+        assert buckets == [options.length_bucket, options.length_bucket // contract.FRAME_HOP]
 
 
 def test_e2v_serve_starts_reports_ready_and_stops_on_sigterm(tiny, tmp_path):

@@ -30,11 +30,7 @@ NUMERIC_SERVING_OPTIONS = [
     ("--encoder-instances", "instances of the encoder"),
     ("--threads", "ONNX Runtime intra-op threads per encoder instance (0: one per core)"),
     ("--max-seconds", "longest audio a request may carry; longer requests are refused"),
-    (
-        "--pad-multiple",
-        "preprocess pads each batch to a multiple of this many samples; the portable encoder runs each row "
-        "cut to a multiple of it",
-    ),
+    ("--pad-multiple", "preprocess pads each batch to a multiple of this many samples"),
     (
         "--max-padding-ratio",
         "portable encoder: run rows in groups whose longest is at most this times the shortest "

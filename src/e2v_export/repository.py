@@ -81,9 +81,10 @@ class RepositoryOptions:
     instance_kind: str = "cpu"  # cpu or gpu, for the encoder and classifier
     threads: int = 0  # ONNX Runtime intra-op threads per encoder instance; 0 = one per core
     max_seconds: float = 30.0  # longer requests are refused (the client windows long audio)
-    # preprocess pads each batch to a multiple of this many samples; the portable encoder cuts each row to a
-    # multiple of it (a bounded set of shapes for ONNX Runtime, which keeps a memory plan for each)
-    pad_multiple: int = 8000
+    pad_multiple: int = 8000  # preprocess pads each batch to a multiple of this many samples
+    # portable: each row is cut to a multiple of this many samples (0.1 s), not to the sample: ONNX Runtime keeps
+    # a memory plan for each input shape it runs, so the shapes must be bounded (at most 300 lengths of 30 s)
+    length_bucket: int = 1600
     # portable encoder: rows run in groups whose longest is at most this times the shortest
     max_padding_ratio: float = 1.25
     # portable: the most audio (rows x longest row) one runtime call takes; working memory grows with it
@@ -102,6 +103,8 @@ class RepositoryOptions:
             raise ValueError("instance kind must be cpu or gpu")
         if min(self.max_batch_size, self.preprocess_instances, self.encoder_instances, self.pad_multiple) < 1:
             raise ValueError("batch size, instance counts and pad multiple must be at least 1")
+        if self.length_bucket < contract.FRAME_HOP:
+            raise ValueError("the length bucket must be at least one frame hop")
         if self.max_queue_size < 0:
             raise ValueError("max queue size must be 0 (no bound) or more")
         if min(self.max_seconds, self.max_run_seconds) * contract.SAMPLE_RATE < contract.FRAME_RECEPTIVE_FIELD:
@@ -205,9 +208,9 @@ def template_values(
         "max_seconds": f"{options.max_seconds:g}",
         "pad_multiple": options.pad_multiple,
         "max_padding_ratio": f"{options.max_padding_ratio:g}",
-        # portable: rows are cut to a multiple of pad_multiple samples (its frames after the encoder)
-        "length_bucket_samples": options.pad_multiple,
-        "length_bucket_frames": max(1, options.pad_multiple // contract.FRAME_HOP),
+        # portable: rows are cut to a multiple of length_bucket samples (its frames after the encoder)
+        "length_bucket_samples": options.length_bucket,
+        "length_bucket_frames": max(1, options.length_bucket // contract.FRAME_HOP),
         "max_run_samples": round(options.max_run_seconds * contract.SAMPLE_RATE),
         "max_run_frames": contract.frames_for_samples(round(options.max_run_seconds * contract.SAMPLE_RATE)),
         # TensorRT optimisation profile of the native encoder, in samples
