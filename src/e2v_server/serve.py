@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
@@ -124,13 +125,16 @@ class StubWatch:
         return sorted(instance for pid, instance in self.known.items() if stubs.get(pid, ("Z",))[0] == "Z")
 
 
+# Looked up here, not in the child: between fork and exec, an import or a dlopen can wait for good on a lock
+# another thread of this process held at the fork (a restart from a client's thread hung so, never exec'ing)
+_prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+
 def _die_with_parent() -> None:
     """In the child, before exec: the kernel sends SIGTERM when the launcher dies, even by kill -9, so no
     tritonserver outlives e2v-serve. (It fires when the thread that started the server ends: start it from
-    the main thread, or a thread that lives as long as the server.)"""
-    import ctypes
-
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    the main thread, or a thread that lives as long as the server.) Only the system call runs here."""
+    _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _bundled_triton_root() -> Path | None:
