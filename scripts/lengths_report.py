@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from e2v_bench.memory import ProcessTreeMemory, plot_memory
-from e2v_bench.models import export_repository, random_checkpoint, repository_dir
+from e2v_bench.models import bench_repository
 from e2v_bench.workload import cache_dir
 from e2v_export.synthetic import speech_like
 from e2v_server import contract
@@ -43,9 +43,7 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    repository = Path(
-        args.repository or export_repository(random_checkpoint(CACHE, "large"), repository_dir(CACHE, "large"))
-    )
+    repository = Path(args.repository) if args.repository else bench_repository(CACHE)
     # distinct lengths in samples, evenly over 1-3 s, shuffled; one speech-like clip cut to each
     lengths = np.random.default_rng(0).permutation(np.linspace(1.0, 3.0, args.requests) * contract.SAMPLE_RATE)
     source = speech_like(3.0, seed=7)

@@ -22,7 +22,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 
 from e2v_bench.memory import ProcessTreeMemory, plot_memory
-from e2v_bench.models import export_repository, random_checkpoint, repository_dir
+from e2v_bench.models import bench_repository
 from e2v_bench.workload import cache_dir
 from e2v_export.synthetic import speech_like
 from e2v_server import contract
@@ -66,9 +66,7 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    repository = Path(
-        args.repository or export_repository(random_checkpoint(CACHE, "large"), repository_dir(CACHE, "large"))
-    )
+    repository = Path(args.repository) if args.repository else bench_repository(CACHE)
     steady = [speech_like(s, seed=i) for i, s in enumerate(STEADY_SECONDS)]
     burst = [speech_like(args.max_seconds, seed=99)]
     marks = {}

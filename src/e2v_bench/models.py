@@ -62,6 +62,11 @@ def export_repository(
     return out
 
 
+def bench_repository(cache: Path, size: str = "large") -> Path:
+    """The benchmarks' repository of the random checkpoint of `size` (fp32 ONNX Runtime), exported if needed."""
+    return export_repository(random_checkpoint(cache, size), repository_dir(cache, size))
+
+
 def repository_runner(repository: Path, runtime: str = "onnxruntime", precision: str = "fp32", threads: int = 0):
     """A repository's encoder (in `runtime` at `precision`) and classifier run in this process, outside Triton."""
     from e2v_export.runner import Emotion2vecRunner
