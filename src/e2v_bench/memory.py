@@ -105,7 +105,6 @@ def flatness(samples: list[tuple[float, float]], warmup_s: float, window_s: floa
         result[f"{kind}_deviation"] = float(np.abs(values - values.mean()).max() / values.mean())
     return result | {
         "level_mb": float(per_window["means"].mean()),
-        "max_deviation": result["means_deviation"],
         "slope_mb_per_min": float(np.polyfit(after[:, 0] / 60, after[:, 1], 1)[0]),
         "min_mb": float(after[:, 1].min()),
         "max_mb": float(after[:, 1].max()),
