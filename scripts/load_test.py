@@ -148,7 +148,8 @@ def main() -> None:
         plot = out / f"memory-{tag}.png" if args.soak else None
         concurrency = ", ".join(str(c) for c in args.concurrency)
         encoder = f"{args.runtime} {args.precision}"
-        title = f"Triton server memory: {tag} ({encoder}), {args.soak:.0f} s soak at concurrency {concurrency}"
+        run = f"{args.soak:.0f} s soak" if args.soak else "sweep"  # without --soak, args.soak is None
+        title = f"Triton server memory: {tag} ({encoder}), {run} at concurrency {concurrency}"
         report_memory(samples, out / f"server_memory-{tag}{soak}.json", plot, title, args.warmup if args.soak else None)
 
 
