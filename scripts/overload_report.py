@@ -4,6 +4,7 @@
 
     .venv/bin/python scripts/overload_report.py                      # tiny random checkpoint, 60 s each
     .venv/bin/python scripts/overload_report.py --size large --seconds 180
+    .venv/bin/python scripts/overload_report.py --utterances 2 --seconds 2 --measurement-ms 3000  # a smoke run
 
 For each: the server's capacity from Triton's perf_analyzer (concurrency 4, until stable), then an open loop at
 twice that rate for --seconds (e2v_bench.open_loop: requests go out on schedule whatever the answers;
@@ -39,7 +40,9 @@ def measure(args, repository: Path, input_data: Path, clips: list, out: Path, la
     with server, ProcessTreeMemory(server.process.pid, 0.5) as memory:
         capacity_csv = out / f"overload-{label}-capacity.csv"
         url = server.grpc_url
-        perf_analyzer.run_perf_analyzer(url, input_data, str(CAPACITY_CONCURRENCY), capacity_csv, None, 5000)
+        perf_analyzer.run_perf_analyzer(
+            url, input_data, str(CAPACITY_CONCURRENCY), capacity_csv, None, args.measurement_ms
+        )
         capacity = float(perf_analyzer.read_csv(capacity_csv)[0]["Inferences/Second"])
         rate = 2 * capacity
         print(f"{label}: capacity {capacity:.2f} requests/s; sending {rate:.2f}/s for {args.seconds:.0f} s ...")
@@ -60,6 +63,9 @@ def main() -> None:
     parser.add_argument("--utterances", type=int, default=24)
     parser.add_argument("--seconds", type=float, default=60.0, help="length of each overload run")
     parser.add_argument("--queue", type=int, default=RepositoryOptions.max_queue_size, help="the bounded queue")
+    parser.add_argument(
+        "--measurement-ms", type=int, default=5000, help="perf_analyzer's window for the capacity (default: 5000)"
+    )
     parser.add_argument("--out", default=str(ROOT / "bench_results"))
     args = parser.parse_args()
     out = Path(args.out)

@@ -5,6 +5,7 @@ Python backend's shared memory counted once) through one minute of 2-6 s clips a
 
     .venv/bin/python scripts/spike_report.py                       # the bench's large repository
     .venv/bin/python scripts/spike_report.py --repository DIR      # any exported repository
+    .venv/bin/python scripts/spike_report.py --repository DIR --time-scale 0.1 --max-seconds 10  # a 20 s smoke run
 
 Prints the memory idle and under load before the burst, the peak, and the same two after the burst against
 those before (issue bar: back within 20 %); writes the samples as JSON and a plot into --out.
@@ -62,6 +63,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repository", help="an exported repository (default: the bench's large one)")
     parser.add_argument("--max-seconds", type=float, default=30.0, help="the burst's clip length")
+    parser.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        help="every phase, the windows averaged and the sampling interval times this (0.1: a 20 s run)",
+    )
     parser.add_argument("--out", default=str(ROOT / "bench_results" / "spike"))
     args = parser.parse_args()
     out = Path(args.out)
@@ -71,22 +78,23 @@ def main() -> None:
     burst = [speech_like(args.max_seconds, seed=99)]
     marks = {}
     server = TritonServer(repository, log_file=out / "triton.log")
-    with server, ProcessTreeMemory(server.process.pid, 1.0, proportional=True) as memory:
+    scale = args.time_scale
+    with server, ProcessTreeMemory(server.process.pid, min(1.0, 2 * scale), proportional=True) as memory:
         start = time.monotonic()
         for phase, run in (
-            ("load", lambda: load(server.grpc_url, steady, 2, 60)),
-            ("idle", lambda: time.sleep(20)),
-            ("burst", lambda: load(server.grpc_url, burst, 4, 30)),
-            ("idle after", lambda: time.sleep(30)),
-            ("load after", lambda: load(server.grpc_url, steady, 2, 60)),
+            ("load", lambda: load(server.grpc_url, steady, 2, 60 * scale)),
+            ("idle", lambda: time.sleep(20 * scale)),
+            ("burst", lambda: load(server.grpc_url, burst, 4, 30 * scale)),
+            ("idle after", lambda: time.sleep(30 * scale)),
+            ("load after", lambda: load(server.grpc_url, steady, 2, 60 * scale)),
         ):
             run()
             marks[phase] = time.monotonic() - start
             print(f"{phase} done at {marks[phase]:.0f} s: {memory.samples[-1][1]:.0f} MB", flush=True)
         samples = memory.samples
-    # the last 10 s of each idle phase, the last 30 s of each load phase
-    idle_mb, idle_after_mb = (mean_between(samples, marks[p] - 10, marks[p]) for p in ("idle", "idle after"))
-    load_mb, load_after_mb = (mean_between(samples, marks[p] - 30, marks[p]) for p in ("load", "load after"))
+    # the last 10 s of each idle phase, the last 30 s of each load phase (times --time-scale)
+    idle_mb, idle_after_mb = (mean_between(samples, marks[p] - 10 * scale, marks[p]) for p in ("idle", "idle after"))
+    load_mb, load_after_mb = (mean_between(samples, marks[p] - 30 * scale, marks[p]) for p in ("load", "load after"))
     peak_mb = max(mb for _, mb in samples)
     print(
         f"{repository.name}, server memory (PSS): idle {idle_mb:.0f} MB, under load {load_mb:.0f} MB; "
