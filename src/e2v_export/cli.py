@@ -14,7 +14,8 @@ import sys
 from e2v_export.checkpoint import HUB_MODEL, CheckpointError
 from e2v_export.cpu import CpuInfo, choose_encoder
 from e2v_export.evaluate import evaluate
-from e2v_export.repository import FLAVOURS, RepositoryOptions, write_repository
+from e2v_export.repository import FLAVOURS, QUANTIZATIONS, RepositoryOptions, write_repository
+from e2v_export.tune import export_tuned
 from e2v_server.triton_models.runtimes import PRECISIONS, RUNTIMES
 
 # e2v-export's numeric serving options: each sets the RepositoryOptions field of the same name
@@ -96,11 +97,26 @@ def _export_parser() -> argparse.ArgumentParser:
         "matrices (onnxruntime; its accuracy cost is measured by --evaluate and scripts/bench.py)",
     )
     serving.add_argument(
+        "--quantization",
+        choices=QUANTIZATIONS,
+        default=RepositoryOptions().quantization,
+        help="int8 only: dynamic (ONNX Runtime) or static, calibrated on audio (ONNX Runtime QDQ; OpenVINO through "
+        "NNCF, with --runtime openvino) (default: %(default)s)",
+    )
+    serving.add_argument(
+        "--tune",
+        action="store_true",
+        help="measure every runtime and precision this CPU runs (speed on a short workload, accuracy against fp32 on "
+        "--evaluate's audio or a built-in set) and serve the fastest that holds its accuracy bar, in the fastest "
+        "instances x threads layout; writes encoder/tuning.json. int8 is chosen only with --evaluate on a real "
+        "checkpoint. Takes about a minute on the large model without --evaluate, a few with it",
+    )
+    serving.add_argument(
         "--evaluate",
         metavar="AUDIO",
         nargs="+",
         help="before writing the repository, print the accuracy cost of the chosen precision against fp32 "
-        "on these audio files or folders (your own audio)",
+        "on these audio files or folders (your own audio); with --tune, the audio every candidate is judged on",
     )
     serving.add_argument(
         "--tensorrt",
@@ -127,6 +143,15 @@ def _test_checkpoint_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_tunable(args: argparse.Namespace, options: RepositoryOptions) -> None:
+    """--tune chooses the runtime and precision itself, and measures this machine's CPU."""
+    if args.runtime != "auto" or args.precision != "auto":
+        raise ValueError("--tune chooses the runtime and precision: leave out --runtime and --precision")
+    if options.instance_kind != "cpu" or options.tensorrt:
+        raise ValueError("--tune measures this CPU: use it with CPU instances (GPU engines are timed by TensorRT)")
+    options.check()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     # FunASR logs every weight it maps at INFO on the root logger: show only our own INFO lines.
@@ -148,19 +173,24 @@ def main(argv: list[str] | None = None) -> int:
         instance_kind=args.instance_kind or ("gpu" if args.flavour == "native" else "cpu"),
         model_name=args.model_name,
         tensorrt=args.tensorrt,
+        quantization=args.quantization,
         **{_field(flag): getattr(args, _field(flag)) for flag, _ in NUMERIC_SERVING_OPTIONS},
     )
     try:
         cpu = CpuInfo.this_machine()
-        served_here = options.flavour == "portable" and options.instance_kind == "cpu"
-        options.runtime, options.precision = choose_encoder(cpu, args.runtime, args.precision, served_here)
-        options.check()
         print(f"e2v-export: {cpu.describe()}")
-        print(f"e2v-export: the encoder will run in {options.runtime} at {options.precision}")
-        checkpoint = load_checkpoint(args.model, hub=args.hub)
-        if args.evaluate:
-            print(evaluate(checkpoint, options, args.evaluate))
-        repository = write_repository(checkpoint, args.out, options)
+        if args.tune:
+            check_tunable(args, options)
+            repository = export_tuned(load_checkpoint(args.model, hub=args.hub), args.out, options, args.evaluate, cpu)
+        else:
+            served_here = options.flavour == "portable" and options.instance_kind == "cpu"
+            options.runtime, options.precision = choose_encoder(cpu, args.runtime, args.precision, served_here)
+            options.check()
+            print(f"e2v-export: the encoder will run in {options.runtime} at {options.precision}")
+            checkpoint = load_checkpoint(args.model, hub=args.hub)
+            if args.evaluate:
+                print(evaluate(checkpoint, options, args.evaluate))
+            repository = write_repository(checkpoint, args.out, options)
     except (CheckpointError, NotImplementedError, ValueError, RuntimeError) as exc:
         print(f"e2v-export: error: {exc}", file=sys.stderr)
         return 2

@@ -28,6 +28,7 @@ class UtteranceDiff:
     frames: int
     scores_max_abs: float
     embedding_cosine: float
+    frames_min_cosine: float  # the least similar frame's cosine (1.0 for an utterance of no frames)
     frames_max_abs: float
     frame_scores_max_abs: float
     argmax_equal: bool
@@ -43,6 +44,7 @@ class Agreement:
     frame_argmax_agreement: float  # fraction of frames whose top label is the reference's
     min_embedding_cosine: float
     mean_embedding_cosine: float
+    min_frame_cosine: float
     max_score_diff: float
     max_frames_diff: float
 
@@ -50,6 +52,13 @@ class Agreement:
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
     a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
     return float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30))
+
+
+def frame_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The cosine of each frame of a [T, D] with the same frame of b."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    norms = np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-30)
+    return np.sum(a * b, axis=-1) / norms
 
 
 def compare(ours: UtteranceResult, reference: UtteranceResult, seconds: float = 0.0) -> UtteranceDiff:
@@ -60,6 +69,7 @@ def compare(ours: UtteranceResult, reference: UtteranceResult, seconds: float = 
         frames=ours.frames.shape[0],
         scores_max_abs=float(np.abs(ours.scores - reference.scores).max()),
         embedding_cosine=cosine(ours.embedding, reference.embedding),
+        frames_min_cosine=float(frame_cosines(ours.frames, reference.frames).min(initial=1.0)),
         frames_max_abs=float(np.abs(ours.frames - reference.frames).max(initial=0.0)),
         frame_scores_max_abs=float(np.abs(ours.frame_scores - reference.frame_scores).max(initial=0.0)),
         argmax_equal=int(ours.scores.argmax()) == int(reference.scores.argmax()),
@@ -77,6 +87,7 @@ def agreement(diffs: list[UtteranceDiff]) -> Agreement:
         frame_argmax_agreement=sum(d.frame_argmax_equal for d in diffs) / max(sum(d.frames for d in diffs), 1),
         min_embedding_cosine=min(cosines),
         mean_embedding_cosine=float(np.mean(cosines)),
+        min_frame_cosine=min(d.frames_min_cosine for d in diffs),
         max_score_diff=max(d.scores_max_abs for d in diffs),
         max_frames_diff=max(d.frames_max_abs for d in diffs),
     )

@@ -40,7 +40,7 @@ def evaluate(checkpoint: LoadedCheckpoint, options: RepositoryOptions, audio_pat
 
 
 def runner_for(checkpoint: LoadedCheckpoint, options: RepositoryOptions, out_dir: Path) -> Emotion2vecRunner:
-    files = export_models(checkpoint, options.precision, out_dir)
+    files = export_models(checkpoint, options.precision, out_dir, options.runtime, options.quantization)
     return Emotion2vecRunner(
         files[contract.ENCODER_MODEL], files[contract.CLASSIFIER_MODEL], 0, options.runtime, options.precision
     )

@@ -4,7 +4,8 @@ The model: E2V_MODEL_DIR if set (a local emotion2vec+ directory), else the real 
 from the model hub when it can be reached, else a random-weight checkpoint of the real architecture
 (its predictions are meaningless; a warning says so). A repository written by other code than this
 checkout's (its export stamp carries a hash of the templates and export code) is exported again from
-the checkpoint it came from.
+the checkpoint it came from. The export is tuned to this machine (e2v-export --tune, without int8: that
+needs your own audio): the fastest encoder that holds its accuracy bar here.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import sys
 from pathlib import Path
 
 from e2v_export.checkpoint import HUB_MODEL, CheckpointError, LoadedCheckpoint, load_checkpoint
-from e2v_export.cpu import CpuInfo, choose_encoder
-from e2v_export.repository import RepositoryOptions, code_fingerprint, read_stamp, write_repository
+from e2v_export.repository import RepositoryOptions, code_fingerprint, read_stamp
+from e2v_export.tune import export_tuned
 from e2v_server import contract
 
 
@@ -31,9 +32,8 @@ def ensure_repository(repository: Path, cache: Path) -> None:
     if not model and stamp and Path(stamp["checkpoint"]).is_dir():
         model = stamp["checkpoint"]  # the checkpoint the stale repository came from
     checkpoint = load_checkpoint(model) if model else hub_or_random_checkpoint(cache)
-    runtime, precision = choose_encoder(CpuInfo.this_machine())  # the fastest that holds its accuracy bar here
-    print(f"run: exporting {checkpoint.model_dir} to {repository} (encoder: {runtime} {precision}) ...", flush=True)
-    write_repository(checkpoint, repository, RepositoryOptions(runtime=runtime, precision=precision))
+    print(f"run: exporting {checkpoint.model_dir} to {repository}, tuned to this machine ...", flush=True)
+    export_tuned(checkpoint, repository, RepositoryOptions())  # the fastest encoder that holds its bar here
 
 
 def hub_or_random_checkpoint(cache: Path) -> LoadedCheckpoint:

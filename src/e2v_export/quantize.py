@@ -1,19 +1,24 @@
-"""Optional int8 encoder: ONNX Runtime dynamic quantization of the weight matrices.
+"""The int8 encoders: ONNX Runtime dynamic and static (QDQ) quantization, and OpenVINO's through NNCF.
 
-Only the MatMuls that multiply by a weight (the Linear layers of the 12
-transformer blocks and the feature projection, about three quarters of the
-compute) are quantized, per output channel, to int8 weights with uint8
-activations quantized on the fly. The attention products (activation x
-activation), the conv front-end, LayerNorm and softmax stay in fp32. The
-accuracy cost is measured by scripts/bench.py (argmax agreement and max score
-difference against fp32).
+dynamic (ONNX Runtime): only the MatMuls that multiply by a weight (the Linear layers of the transformer
+blocks and the feature projection, and the conv front-end exported as MatMuls: most of the compute) are
+quantized, per output channel, to int8 weights, with uint8 activations quantized on the fly. The attention
+products (activation x activation), LayerNorm and softmax stay in fp32.
+static, ONNX Runtime (QDQ): the same MatMuls, their activation ranges fixed beforehand from calibration audio
+(QuantizeLinear/DequantizeLinear pairs that ONNX Runtime fuses into int8 kernels): no range is computed per call.
+static, OpenVINO (NNCF): NNCF's post-training quantization for transformers, calibrated on audio, saved as
+OpenVINO IR (model.xml and model.bin); layers it leaves unquantized run at OpenVINO's default precision.
+The accuracy cost of each is measured by `e2v-export --evaluate` / `--tune` and scripts/bench.py.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import onnx
+
+from e2v_server import contract
 
 
 def weight_matmuls(model: onnx.ModelProto) -> list[str]:
@@ -24,7 +29,7 @@ def weight_matmuls(model: onnx.ModelProto) -> list[str]:
 
 
 def quantize_encoder(src: str | Path, dst: str | Path, reduce_range: bool) -> list[str]:
-    """Write an int8 copy of the encoder ONNX at dst; returns the quantized node names.
+    """Write a dynamically quantized int8 copy of the encoder ONNX at dst; returns the quantized node names.
 
     reduce_range: 7-bit weights, for CPUs without VNNI. Their int8 dot product (AVX2's vpmaddubsw) adds
     pairs of 8-bit products into a saturating 16-bit sum; 7-bit weights keep it from saturating. On the
@@ -44,3 +49,49 @@ def quantize_encoder(src: str | Path, dst: str | Path, reduce_range: bool) -> li
         nodes_to_quantize=nodes,
     )
     return nodes
+
+
+def encoder_feeds(clips: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
+    """The encoder's inputs for each calibration clip (16 kHz float audio), one utterance per feed."""
+    waveform, lengths = contract.ENCODER_INPUTS
+    return [
+        {waveform: contract.normalize_waveform(clip)[None, :], lengths: np.array([len(clip)], np.int64)}
+        for clip in clips
+    ]
+
+
+def quantize_encoder_static(src: str | Path, dst: str | Path, clips: list[np.ndarray], reduce_range: bool) -> None:
+    """ONNX Runtime static int8 (QDQ) of the weight MatMuls, activation ranges calibrated (min/max) on clips."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Clips(CalibrationDataReader):
+        def __init__(self):
+            self.feeds = iter(encoder_feeds(clips))
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    quantize_static(
+        str(src),
+        str(dst),
+        Clips(),
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QUInt8,  # u8 x s8: the fast int8 kernels on x86
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        reduce_range=reduce_range,
+        op_types_to_quantize=["MatMul"],
+        nodes_to_quantize=weight_matmuls(onnx.load(str(src), load_external_data=False)),
+    )
+
+
+def quantize_encoder_openvino(src: str | Path, dst: str | Path, clips: list[np.ndarray]) -> None:
+    """OpenVINO int8 through NNCF's post-training quantization (transformer mode), calibrated on clips; dst is
+    the IR's model.xml (model.bin beside it)."""
+    import nncf
+    import openvino as ov
+
+    model = ov.Core().read_model(str(src))
+    dataset = nncf.Dataset(encoder_feeds(clips))
+    quantized = nncf.quantize(model, dataset, model_type=nncf.ModelType.TRANSFORMER, subset_size=len(clips))
+    ov.save_model(quantized, str(dst))

@@ -28,11 +28,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from string import Template
 
+import numpy as np
+
 import e2v_server
 from e2v_export.checkpoint import LoadedCheckpoint
 from e2v_export.cpu import CpuInfo
 from e2v_export.onnx_export import export_onnx
-from e2v_export.quantize import quantize_encoder
+from e2v_export.quantize import quantize_encoder, quantize_encoder_openvino, quantize_encoder_static
 from e2v_export.tensorrt import ProfileOptions, build_repository_engines
 from e2v_server import contract
 from e2v_server.triton_models import runtimes
@@ -44,6 +46,8 @@ TRITON_MODELS = Path(e2v_server.__file__).resolve().parent / "triton_models"
 CONTRACT_COPY = "emotion2vec_contract.py"
 RUNTIMES_COPY = "emotion2vec_runtimes.py"
 FLAVOURS = ("portable", "native")
+QUANTIZATIONS = ("dynamic", "static")  # of an int8 encoder (quantize.py)
+IR_WEIGHTS_FILE = Path(contract.OPENVINO_FILE).with_suffix(".bin").name  # model.bin, beside model.xml
 STAMP_FILE = "export_stamp.json"  # in the ensemble's folder: which code and checkpoint wrote the repository
 
 
@@ -51,7 +55,7 @@ def code_fingerprint() -> str:
     """A hash of everything that shapes an exported repository: templates, Triton models, export code."""
     package = Path(__file__).resolve().parent
     files = sorted(TRITON_MODELS.glob("*.pbtxt.in")) + sorted(TRITON_MODELS.glob("*.py"))
-    files += [package / name for name in ("graph.py", "onnx_export.py", "repository.py", "quantize.py")]
+    files += [package / name for name in ("graph.py", "onnx_export.py", "repository.py", "quantize.py", "tune.py")]
     files.append(package / "tensorrt" / "profile.py")  # the native configs carry its optimisation profile
     files.append(Path(contract.__file__))
     digest = hashlib.sha256()
@@ -95,6 +99,9 @@ class RepositoryOptions:
     # The encoder's runtime and precision (portable flavour); the small classifier stays fp32 in ONNX Runtime.
     runtime: str = "onnxruntime"  # or openvino
     precision: str = "fp32"  # exact parity with FunASR; bf16 (OpenVINO, CPUs with native bf16); int8 (quantize.py)
+    # int8 only: dynamic (ONNX Runtime, ranges computed per call) or static (calibrated on audio: ONNX Runtime
+    # QDQ, or OpenVINO through NNCF)
+    quantization: str = "dynamic"
 
     def check(self) -> None:
         if self.flavour not in FLAVOURS:
@@ -125,8 +132,10 @@ class RepositoryOptions:
                 "Triton's openvino backend (24.10) runs bf16 on bf16 CPUs and cannot be held to fp32: "
                 "the native flavour offers it for --precision bf16 only (fp32: --runtime onnxruntime)"
             )
-        if self.runtime == "openvino" and self.precision == "int8":
-            raise ValueError("int8 runs in ONNX Runtime (dynamic quantization): use --runtime onnxruntime")
+        if self.quantization not in QUANTIZATIONS:
+            raise ValueError(f"quantization must be one of {QUANTIZATIONS}")
+        if self.runtime == "openvino" and self.precision == "int8" and self.quantization != "static":
+            raise ValueError("OpenVINO's int8 is static (NNCF, calibrated on audio): use --quantization static")
         if self.tensorrt and self.precision != "fp32":
             raise ValueError("TensorRT engines are built from the fp32 ONNX files: use --precision fp32")
 
@@ -264,22 +273,85 @@ def write_python_models(out: Path, flavour: str) -> None:
                 (version_dir / name).unlink(missing_ok=True)
 
 
-def export_models(checkpoint: LoadedCheckpoint, precision: str, out_dir: Path) -> dict[str, Path]:
-    """The encoder's and the classifier's ONNX files for the encoder's `precision`, in out_dir: {model: file}.
+def export_models(
+    checkpoint: LoadedCheckpoint,
+    precision: str,
+    out_dir: Path,
+    runtime: str = "onnxruntime",
+    quantization: str = "dynamic",
+    calibration: list | None = None,
+) -> dict[str, Path]:
+    """The encoder's and the classifier's model files for the encoder's `precision`, in out_dir: {model: file}.
 
-    fp32 and bf16 share the fp32 file (bf16 is the runtime's inference precision); int8 quantizes it, for
-    this machine's CPU (7-bit weights where it has no VNNI).
+    fp32 and bf16 share the fp32 ONNX file (bf16 is the runtime's inference precision); int8 quantizes it
+    (quantized_encoder).
     """
-    int8 = precision == "int8"
-    result = export_onnx(checkpoint, out_dir, conv_as_matmul=int8)
-    encoder = result.encoder_path
-    if int8:
-        encoder = out_dir / f"int8.{contract.ENCODER_ONNX}"
-        quantize_encoder(result.encoder_path, encoder, reduce_range=not CpuInfo.this_machine().vnni)
+    result = export_onnx(checkpoint, out_dir, conv_as_matmul=conv_as_matmul(precision, runtime))
+    encoder = quantized_encoder(result.encoder_path, out_dir, precision, runtime, quantization, calibration)
     return {contract.ENCODER_MODEL: encoder, contract.CLASSIFIER_MODEL: result.classifier_path}
 
 
-def write_repository(checkpoint: LoadedCheckpoint, out: str | Path, options: RepositoryOptions | None = None) -> Path:
+def conv_as_matmul(precision: str, runtime: str) -> bool:
+    """Whether the encoder is exported with its conv front-end as MatMuls: for ONNX Runtime's int8, which
+    quantizes MatMuls only."""
+    return precision == "int8" and runtime == "onnxruntime"
+
+
+def quantized_encoder(
+    encoder: Path, out_dir: Path, precision: str, runtime: str, quantization: str, calibration: list | None
+) -> Path:
+    """The encoder file to serve at `precision`: the exported ONNX file itself for fp32 and bf16; for int8 a
+    quantized copy in out_dir (quantize.py), for this machine's CPU (7-bit weights where it has no VNNI):
+    dynamic, or static calibrated on `calibration` (16 kHz float clips; built-in speech-like audio if None).
+    OpenVINO's int8 is IR (model.xml)."""
+    if precision != "int8":
+        return encoder
+    reduce_range = not CpuInfo.this_machine().vnni
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if quantization == "dynamic":
+        quantized = out_dir / f"int8.{contract.ENCODER_ONNX}"
+        quantize_encoder(encoder, quantized, reduce_range=reduce_range)
+        return quantized
+    clips = calibration if calibration is not None else calibration_clips()
+    if runtime == "openvino":
+        quantized = out_dir / "int8" / contract.OPENVINO_FILE
+        quantize_encoder_openvino(encoder, quantized, clips)
+    else:
+        quantized = out_dir / f"int8-static.{contract.ENCODER_ONNX}"
+        quantize_encoder_static(encoder, quantized, clips, reduce_range=reduce_range)
+    return quantized
+
+
+def calibration_clips(count: int = 8) -> list:
+    """The built-in calibration audio of a static int8 encoder: speech-like clips of 2 to 8 s."""
+    from e2v_export.synthetic import speech_like
+
+    return [speech_like(float(s), seed=1000 + i) for i, s in enumerate(np.linspace(2, 8, count))]
+
+
+def place_model_file(path: Path, version_dir: Path) -> None:
+    """Move an exported model file into a version folder as model.onnx, or as model.xml and model.bin (IR);
+    the other form is removed, so that no file of an earlier export is served instead."""
+    ir = path.suffix == ".xml"
+    version_dir.mkdir(parents=True, exist_ok=True)
+    for stale in (contract.ONNX_FILE,) if ir else (contract.OPENVINO_FILE, IR_WEIGHTS_FILE):
+        (version_dir / stale).unlink(missing_ok=True)
+    if ir:
+        os.replace(path, version_dir / contract.OPENVINO_FILE)
+        os.replace(path.with_suffix(".bin"), version_dir / IR_WEIGHTS_FILE)
+    else:
+        os.replace(path, version_dir / contract.ONNX_FILE)
+
+
+def write_repository(
+    checkpoint: LoadedCheckpoint,
+    out: str | Path,
+    options: RepositoryOptions | None = None,
+    model_files: dict[str, Path] | None = None,
+    tuning: dict | None = None,
+) -> Path:
+    """Write the repository; model_files: {model: file} already exported (by the tuner), moved into place;
+    tuning: the tuner's report, written as the encoder's tuning.json (read back when the encoder loads)."""
     options = options or RepositoryOptions()
     options.check()
     out = Path(out).resolve()
@@ -293,11 +365,16 @@ def write_repository(checkpoint: LoadedCheckpoint, out: str | Path, options: Rep
     configs = render_configs(options, values)
 
     with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as tmp:
-        for model, path in export_models(checkpoint, options.precision, Path(tmp)).items():
-            version_dir = out / model / "1"
-            version_dir.mkdir(parents=True, exist_ok=True)
-            os.replace(path, version_dir / contract.ONNX_FILE)
+        if model_files is None:
+            model_files = export_models(checkpoint, options.precision, Path(tmp), options.runtime, options.quantization)
+        for model, path in model_files.items():
+            place_model_file(path, out / model / "1")
     (out / contract.ENSEMBLE_MODEL / "1").mkdir(parents=True, exist_ok=True)
+    tuning_file = out / contract.ENCODER_MODEL / runtimes.TUNING_FILE
+    if tuning:
+        tuning_file.write_text(json.dumps(tuning, indent=2), "utf-8")
+    else:  # none left from an earlier tuned export: it would check this repository against that machine
+        tuning_file.unlink(missing_ok=True)
 
     if options.tensorrt:  # model.plan beside each model.onnx, before the configs that name them
         build_repository_engines(out, ProfileOptions.for_repository(options))

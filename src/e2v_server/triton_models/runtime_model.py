@@ -4,7 +4,9 @@ e2v-export copies this file as model.py into the encoder's and the classifier's
 version folders, with the model file and emotion2vec_contract.py and
 emotion2vec_runtimes.py beside it: it stands alone in any Triton whose Python has
 numpy and the runtime, including the pip-installed server, which has only the
-Python backend. The runtime, precision, threads and tensor names come from the
+Python backend. A tuning.json in the model's folder (e2v-export --tune) says which
+CPU the choice was measured on: the model refuses a CPU without what the choice
+needs and warns on another CPU model. The runtime, precision, threads and tensor names come from the
 model's config.pbtxt: the first input has a length axis (axis 1), the second
 holds each row's length; the outputs are those of the model file.
 
@@ -44,6 +46,11 @@ class TritonPythonModel:
         self.max_group = max(1, int(config.get("max_batch_size", 1)))
 
         runtime, precision = params[contract.PARAM_RUNTIME], params[contract.PARAM_PRECISION]
+        # a tuned encoder (e2v-export --tune) refuses a CPU that lacks what its choice needs, and warns on
+        # another CPU model; raising here fails the model's loading with the message in Triton's log
+        warning = runtimes.check_tuned_machine(args["model_repository"])
+        if warning and args["model_instance_name"].endswith("_0"):  # once, from the first instance
+            pb_utils.Logger.log_warn(f"{args['model_name']}: {warning}")
         version_dir = Path(args["model_repository"]) / args["model_version"]
         path = contract.model_file(version_dir, runtime)
         gpu = int(args["model_instance_device_id"]) if args["model_instance_kind"] == "GPU" else None

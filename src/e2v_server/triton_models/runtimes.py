@@ -13,11 +13,21 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import json
+from pathlib import Path
 
 import numpy as np
 
 RUNTIMES = ("onnxruntime", "openvino")
 PRECISIONS = ("fp32", "bf16", "int8")
+# What a precision needs of the CPU, as /proc/cpuinfo names it (any one of each group). bf16 needs bf16 dot
+# products (else OpenVINO silently computes fp32); int8 with full 8-bit weights needs VNNI: without it the int8
+# dot product (AVX2's vpmaddubsw) adds pairs of products into a saturating 16-bit sum, so full-range weights
+# lose accuracy (quantize.py then uses 7-bit weights).
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+# Written by `e2v-export --tune` into the encoder's model folder: the machine it was tuned on and the choice.
+TUNING_FILE = "tuning.json"
 
 
 class PrecisionUnavailable(RuntimeError):
@@ -113,6 +123,46 @@ def _find_malloc_trim():
 
 
 _malloc_trim = _find_malloc_trim()
+
+
+def read_cpuinfo(text: str | None = None) -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo ("model name", "flags", ...); {} where there is none."""
+    if text is None:
+        try:
+            text = Path("/proc/cpuinfo").read_text()
+        except OSError:  # not Linux
+            return {}
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
+def check_tuned_machine(model_folder, cpuinfo: str | None = None) -> str | None:
+    """Compare this CPU with the one the model folder's tuning.json was tuned on (no file: nothing to check).
+
+    Raises PrecisionUnavailable, naming the flag, when this CPU lacks what the tuned choice needs; returns a
+    warning when it is another CPU model (the choice may not be the fastest here); else None.
+    """
+    path = Path(model_folder) / TUNING_FILE
+    if not path.exists():
+        return None
+    tuning = json.loads(path.read_text("utf-8"))
+    fields = read_cpuinfo(cpuinfo)
+    flags = set(fields.get("flags", "").split())
+    required = tuning["choice"]["requires"]  # {"flags": [any of these], "for": "what needs them"} or None
+    if required and not flags & set(required["flags"]):
+        raise PrecisionUnavailable(
+            f"this repository was tuned for a CPU with {' or '.join(required['flags'])} ({required['for']}), and "
+            f"this CPU ({fields.get('model name', 'unknown')}) has none: export it again here "
+            "(e2v-export --tune, or --precision fp32)"
+        )
+    tuned_on = tuning["cpu"]["model"]
+    here = fields.get("model name", "unknown")
+    if here != tuned_on:
+        return f"this repository was tuned on {tuned_on}, not on this CPU ({here}): its choice may not be fastest here"
+    return None
 
 
 def open_model(path, runtime: str, precision: str, threads: int = 0, gpu_device: int | None = None) -> Session:
