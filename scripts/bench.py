@@ -19,6 +19,7 @@ Systems (e2v_bench.systems has the details):
                     CPU has no native bf16: measured as it is)
   onnx[-int8], openvino[-bf16]   the exported encoder and classifier alone (e2v_export.runner), no serving layer
   triton[-int8|-openvino|-openvino-bf16] cN   e2v-client library -> gRPC -> embedded Triton, N requests in flight
+  triton-tuned cN   the repository e2v-export --tune writes here (what make run serves)
   triton-pad cN     before the length grouping: one padded batch per execute() (--max-padding-ratio 1000)
   triton[-openvino]-2x1 cN   two encoder instances of one thread (OpenVINO: two streams) against one of two
 bf16 runs only where the CPU has native bf16; elsewhere those systems are listed as skipped, with the reason.
@@ -85,6 +86,8 @@ def run(args: argparse.Namespace) -> None:
     results = report.Results(audio_seconds, gflop, cpu)
     funasr_skipped = [] if args.only else systems.run_funasr(results, model_dir, common, cpu)
     variants, triton_skipped = systems.triton_variants(args.concurrency, cpu, not args.no_int8, not args.quick)
+    if not args.only or systems.TUNED in args.only:  # tuned first: make run's repository, measured on this CPU
+        variants.insert(0, systems.tuned_variant(args.concurrency, args.size, model_dir, CACHE))
     if args.only:
         variants = [variant for variant in variants if variant.prefix in args.only]
     results.skipped = funasr_skipped + triton_skipped

@@ -62,6 +62,26 @@ def export_repository(
     return out
 
 
+def tuned_repository(model_dir: Path, out: Path) -> Path:
+    """The repository `e2v-export --tune` writes for model_dir on this machine, at out; tuned again only if the
+    checkpoint, the CPU model or the export code changed."""
+    from e2v_export.checkpoint import load_checkpoint
+    from e2v_export.cpu import CpuInfo
+    from e2v_export.repository import RepositoryOptions, code_fingerprint
+    from e2v_export.tune import export_tuned
+
+    marker = out / REPOSITORY_MARKER
+    wanted = json.dumps(
+        {"model": str(model_dir), "tuned_on": CpuInfo.this_machine().model, "code": code_fingerprint()}, sort_keys=True
+    )
+    if marker.exists() and marker.read_text() == wanted:
+        return out
+    shutil.rmtree(out, ignore_errors=True)
+    export_tuned(load_checkpoint(model_dir), out, RepositoryOptions())
+    marker.write_text(wanted)
+    return out
+
+
 def bench_repository(cache: Path, size: str = "large") -> Path:
     """The benchmarks' repository of the random checkpoint of `size` (fp32 ONNX Runtime), exported if needed."""
     return export_repository(random_checkpoint(cache, size), repository_dir(cache, size))

@@ -19,18 +19,23 @@ triton-pad cN                     before the length grouping: one padded batch p
                                   (--max-padding-ratio 1000), fp32, concurrencies above 1
 triton[-openvino]-2x1 cN          two encoder instances of one thread each (OpenVINO: two streams) against
                                   the default one instance of two threads, fp32, concurrencies above 1
+triton-tuned cN                   the repository `e2v-export --tune` writes on this machine (what `make run`
+                                  serves): the encoder and layout it measured fastest within their bars
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from e2v_bench.accuracy import encoder_agreement
 from e2v_bench.memory import ProcessTreeMemory
-from e2v_bench.models import alone_name, encoder_suffix, export_repository, repository_dir
+from e2v_bench.models import alone_name, encoder_suffix, export_repository, repository_dir, tuned_repository
 from e2v_bench.report import FUNASR, Results, Skipped
 from e2v_bench.workers import run_worker
+from e2v_server import contract
+from e2v_server.triton_models.runtimes import TUNING_FILE
 
 # name -> the funasr worker's options
 FUNASR_SYSTEMS = {
@@ -40,6 +45,7 @@ FUNASR_SYSTEMS = {
     f"{FUNASR} bf16": {"ncpu": 0, "batch": 0, "autocast": "bf16"},
 }
 TRITON = "triton"
+TUNED = f"{TRITON}-tuned"
 REFERENCE = TRITON  # the variant every other encoder choice is compared with (ONNX Runtime fp32)
 SERVER_MEMORY_INTERVAL_S = 0.05
 
@@ -51,6 +57,7 @@ class TritonVariant:
     precision: str  # the encoder's: fp32, bf16 or int8
     concurrencies: list[int]
     repository_options: dict = field(default_factory=dict)  # more e2v_export.repository.RepositoryOptions
+    tuned: bool = False  # served from the repository `e2v-export --tune` wrote (its encoder and layout chosen here)
 
     @property
     def suffix(self) -> str:
@@ -61,7 +68,7 @@ class TritonVariant:
     def alone(self) -> str | None:
         """The system of its encoder and classifier alone ("onnx", "openvino", ...); None for a variant that
         only changes serving options (its models are another variant's)."""
-        return None if self.repository_options else alone_name(self.runtime, self.precision)
+        return None if self.repository_options or self.tuned else alone_name(self.runtime, self.precision)
 
     def tag(self, size: str) -> str:
         """The cached repository's tag: "large", "large-int8", "large-openvino", "large-pad"."""
@@ -112,6 +119,15 @@ def triton_variants(
     return [v for v in variants if v.concurrencies], skipped
 
 
+def tuned_variant(concurrencies: list[int], size: str, model_dir: Path, cache: Path) -> TritonVariant:
+    """The tuned repository (`e2v-export --tune` on this machine, exported once per CPU model and code) as a
+    variant: its encoder's runtime, precision and layout are the tuner's choice."""
+    repository = tuned_repository(model_dir, repository_dir(cache, f"{size}-tuned"))
+    choice = json.loads((repository / contract.ENCODER_MODEL / TUNING_FILE).read_text())["choice"]
+    layout = {"encoder_instances": choice["encoder_instances"], "threads": choice["threads"]}
+    return TritonVariant(TUNED, choice["runtime"], choice["precision"], concurrencies, layout, tuned=True)
+
+
 def run_funasr(results: Results, model_dir: Path, common: dict, cpu) -> list[Skipped]:
     """FunASR's settings in turn; bf16 autocast only where the CPU has native bf16 (elsewhere torch emulates
     bf16, many times slower than fp32 on the large checkpoint: it is not FunASR's best there)."""
@@ -152,9 +168,12 @@ def run_triton(
     repositories = {}
     for variant in variants:
         out_dir = repository_dir(cache, variant.tag(size))
-        repository = export_repository(
-            model_dir, out_dir, variant.runtime, variant.precision, **variant.repository_options
-        )
+        if variant.tuned:
+            repository = tuned_repository(model_dir, out_dir)
+        else:
+            repository = export_repository(
+                model_dir, out_dir, variant.runtime, variant.precision, **variant.repository_options
+            )
         repositories[variant.prefix] = repository
         run_variant(results, variant, repository, common, out)
     return repositories

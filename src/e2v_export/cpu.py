@@ -51,6 +51,19 @@ class CpuInfo:
         return any(flag in self.flags for flag in VNNI_FLAGS)
 
     @property
+    def kind(self) -> str:
+        """The kind of host, as the benchmarks label their figures."""
+        if "amx_bf16" in self.flags:
+            return "AVX-512 with AMX (bf16 and int8 tiles)"
+        if self.bf16 and self.vnni:
+            return "AVX-512 with avx512_bf16 and VNNI"
+        if "avx512f" in self.flags:
+            return "AVX-512" + (" with VNNI" if self.vnni else "")
+        if "avx2" in self.flags and "fma" in self.flags:
+            return "AVX2+FMA only" + (" with AVX-VNNI" if self.vnni else "")
+        return "no AVX2"
+
+    @property
     def fp32_flops_per_cycle(self) -> int:
         if "avx512f" in self.flags and self.vendor == "GenuineIntel":
             return 64
@@ -76,7 +89,8 @@ class CpuInfo:
     def describe(self) -> str:
         present = [flag for flag in REPORTED_FLAGS if flag in self.flags]
         return (
-            f"{self.model} ({self.vendor}), {self.cores} cores at {self.ghz:.2f} GHz; flags: {' '.join(present)}; "
+            f"{self.model} ({self.vendor}; {self.kind}), {self.cores} cores at {self.ghz:.2f} GHz; "
+            f"flags: {' '.join(present)}; "
             f"peak fp32 {self.peak_gflops('fp32'):.0f}, bf16 {self.peak_gflops('bf16'):.0f}, "
             f"int8 {self.peak_gflops('int8'):.0f} GFLOP/s"
         )
