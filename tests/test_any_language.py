@@ -1,5 +1,5 @@
 """The README's "any language" examples, run against the real gateway (`public_server`): curl with KServe v2 JSON
-over HTTPS (examples/curl/score.sh, shown verbatim in README.md) and Node.js with KServe v2 gRPC and Triton's own
+over HTTPS (examples/curl/score.sh, shown verbatim in docs/api.md) and Node.js with KServe v2 gRPC and Triton's own
 protos (examples/node/score.js). Both must give Triton's own scores for the same samples and refuse a wrong token
 with a plain message.
 """
@@ -137,12 +137,12 @@ def test_curl_script_refuses_a_wrong_token_plainly(public_server, clip, wrong_to
     assert WRONG_TOKEN not in curl_args
 
 
-def test_readme_shows_the_curl_script_verbatim():
-    """The README's bash block is the script the tests run, so the text a reader copies cannot rot."""
+def test_the_docs_show_the_curl_script_verbatim():
+    """docs/api.md's bash block is the script the tests run, so the text a reader copies cannot rot."""
     script = CURL_SCRIPT.read_text()
-    blocks = re.findall(r"^```bash\n(.*?)^```$", (ROOT / "README.md").read_text(), re.MULTILINE | re.DOTALL)
+    blocks = re.findall(r"^```bash\n(.*?)^```$", (ROOT / "docs" / "api.md").read_text(), re.MULTILINE | re.DOTALL)
     shown = script in blocks
-    assert shown, "README.md must show examples/curl/score.sh verbatim in a ```bash block"
+    assert shown, "docs/api.md must show examples/curl/score.sh verbatim in a ```bash block"
 
 
 @needs_node

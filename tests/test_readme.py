@@ -1,7 +1,7 @@
 """README.md and docs/*.md in step with the code: every flag a command there shows exists in that command's
 --help, every script and Makefile target named exists (and every script runs in some test), every relative link
 and anchor resolves, and every host-specific figure says its host. As tests/test_any_language.py keeps the curl
-script the README shows verbatim.
+script docs/api.md shows verbatim.
 """
 
 from __future__ import annotations

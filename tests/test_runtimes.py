@@ -35,6 +35,11 @@ def test_cpu_flags_say_which_precisions_are_native_and_the_peak():
     assert amx.peak_gflops("bf16") == pytest.approx(cores * 1024 * 2.6)  # AMX tiles
     assert amx.peak_gflops("int8") == pytest.approx(cores * 2048 * 2.6)
     assert "avx512_bf16" in bf16.describe() and "avx512_bf16" not in avx2.describe()
+    assert (avx2.kind, bf16.kind, amx.kind) == (
+        "AVX2+FMA only",
+        "AVX-512 with avx512_bf16 and VNNI",
+        "AVX-512 with AMX (bf16 and int8 tiles)",
+    )
 
 
 def test_the_default_is_the_fastest_precision_whose_bar_holds_and_bf16_is_never_faked():

@@ -201,3 +201,29 @@ def test_tune_refuses_a_fixed_runtime_or_gpu_instances(tiny, tmp_path):
         )  # fmt: skip
         assert done.returncode == 2 and message in done.stderr, done.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_native_flavour_serves_the_choice_with_tritons_own_backends(tiny, tmp_path):
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    from e2v_export.checkpoint import load_checkpoint
+    from e2v_export.repository import RepositoryOptions
+    from e2v_export.tune import export_tuned, native_backend
+
+    options = RepositoryOptions(flavour="native", instance_kind="cpu")
+    repository = export_tuned(load_checkpoint(tiny.model_dir), tmp_path / "native", options, log=lambda *a, **k: None)
+    report = json.loads((repository / contract.ENCODER_MODEL / TUNING_FILE).read_text())
+    (ov_fp32,) = [c for c in report["candidates"] if c["name"] == "openvino fp32"]
+    assert ov_fp32["excluded"].startswith("no Triton backend of the native flavour serves it")
+    choice = report["choice"]
+    assert choice["native_backend"] == native_backend(Candidate(choice["runtime"], choice["precision"]))
+    assert (choice["encoder_instances"], choice["threads"]) == (1, THIS_CPU.cores)  # one layout measured natively
+    encoder = text_format.Parse(
+        (repository / contract.ENCODER_MODEL / "config.pbtxt").read_text(), model_config_pb2.ModelConfig()
+    )
+    if choice["runtime"] == "onnxruntime":
+        assert encoder.platform == "onnxruntime_onnx"
+    else:
+        assert encoder.backend == "openvino" and encoder.parameters["HINT_BF16"].string_value == "YES"
+    assert not (repository / contract.ENCODER_MODEL / "1" / "model.py").exists()  # Triton's backend, not ours

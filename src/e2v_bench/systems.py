@@ -2,7 +2,8 @@
 
 Peers (FunASR's PyTorch inference, as its users run it):
 funasr               FunASR AutoModel(model=DIR).generate(path), one file at a time, fp32
-funasr ncpu=2        the same with torch's threads set to 2
+funasr ncpu=2        the same with torch's threads set to 2 (AutoModel's default ncpu is 4: on a 2-core host with
+                     AVX-512 that oversubscription made some GEMMs 100x slower, measured; the rows below use 2)
 funasr-batch 8       the same with generate([paths], batch_size=8): FunASR forces batch 1 on CPU and
                      loops one utterance at a time inside, so this shows its own batching
 funasr bf16          one file at a time inside torch.autocast("cpu", dtype=torch.bfloat16): FunASR at its best
@@ -41,8 +42,8 @@ from e2v_server.triton_models.runtimes import TUNING_FILE
 FUNASR_SYSTEMS = {
     FUNASR: {"ncpu": 0, "batch": 0, "autocast": ""},
     f"{FUNASR} ncpu=2": {"ncpu": 2, "batch": 0, "autocast": ""},
-    f"{FUNASR}-batch 8": {"ncpu": 0, "batch": 8, "autocast": ""},
-    f"{FUNASR} bf16": {"ncpu": 0, "batch": 0, "autocast": "bf16"},
+    f"{FUNASR}-batch 8": {"ncpu": 2, "batch": 8, "autocast": ""},
+    f"{FUNASR} bf16": {"ncpu": 2, "batch": 0, "autocast": "bf16"},
 }
 TRITON = "triton"
 TUNED = f"{TRITON}-tuned"
