@@ -7,7 +7,7 @@ one JSON line. This module imports only the standard library and numpy at the to
 is its system's.
 
   funasr   FunASR AutoModel(model=DIR).generate(path), one file at a time as its users call it, or
-           generate([paths], batch_size=N) with batch > 0; ncpu > 0 sets torch's threads; autocast "bf16"
+           generate([paths], batch_size=N) with batch > 0; ncpu > 0: AutoModel's torch threads; autocast "bf16"
            runs generate() inside torch.autocast("cpu", dtype=torch.bfloat16)
   alone    a repository's encoder (in `runtime` at `precision`) and classifier alone, through
            e2v_export.runner.Emotion2vecRunner, one utterance at a time (no serving layer)
@@ -59,9 +59,9 @@ def worker_funasr(args) -> dict:
 
     from e2v_export.parity import funasr_automodel
 
-    model = funasr_automodel(args.model_dir)
-    if args.ncpu:
-        torch.set_num_threads(args.ncpu)
+    # ncpu goes to AutoModel: it sets torch's threads again on every generate(), so a set_num_threads here would
+    # be undone (0: AutoModel's default, 4)
+    model = funasr_automodel(args.model_dir, **({"ncpu": args.ncpu} if args.ncpu else {}))
     paths = [str(p) for p in args.paths]
 
     def generate(x, **kw):

@@ -37,8 +37,9 @@ def within_bounds(diff: UtteranceDiff) -> bool:
     )
 
 
-def funasr_automodel(model_dir):
-    """FunASR's AutoModel on a local model directory, on the CPU, quietly."""
+def funasr_automodel(model_dir, **options):
+    """FunASR's AutoModel on a local model directory, on the CPU, quietly; options go to AutoModel (e.g. ncpu:
+    its torch threads, 4 by default, set again on every generate())."""
     with contextlib.redirect_stdout(io.StringIO()):
         from funasr import AutoModel
 
@@ -46,7 +47,7 @@ def funasr_automodel(model_dir):
         level = root.level
         root.setLevel(logging.WARNING)  # FunASR logs every weight it maps
         try:
-            return AutoModel(model=str(model_dir), device="cpu", disable_update=True, disable_pbar=True)
+            return AutoModel(model=str(model_dir), device="cpu", disable_update=True, disable_pbar=True, **options)
         finally:
             root.setLevel(level)
 
