@@ -1,4 +1,4 @@
-"""The benchmarks behind README's Performance section, used by scripts/bench.py and scripts/load_test.py.
+"""The benchmarks behind docs/performance.md, used by scripts/bench.py and scripts/load_test.py.
 
 flops        the model's analytic cost (GFLOP per utterance, per workload)
 workload     seeded speech-like utterances of 1 to 30 s, written as WAV files under the bench cache

@@ -55,7 +55,7 @@ EXIT_TIMEOUT_S = 5  # tritonserver's --exit-timeout-secs: in-flight requests get
 PR_SET_PDEATHSIG = 1
 # Triton's gRPC front end keeps request/response objects for reuse (8 by default), and with them the buffers of
 # the requests they carried: over a soak at concurrency 4 tritonserver grew 4-5 MB/min, whatever the request
-# rate; with none kept it stays flat (+0.2 MB/min), at the same throughput (README, Performance). Every
+# rate; with none kept it stays flat (+0.2 MB/min), at the same throughput (docs/operations.md, Memory). Every
 # tritonserver we start carries it: this launcher, the GPU image, compose and k8s (tests/test_deploy.py).
 GRPC_MEMORY_ARGS = ["--grpc-infer-allocation-pool-size=0"]
 
