@@ -92,7 +92,7 @@ class RepositoryOptions:
     # portable encoder: rows run in groups whose longest is at most this times the shortest
     max_padding_ratio: float = 1.25
     # portable: the most audio (rows x longest row) one runtime call takes; working memory grows with it
-    # (large, one 30 s row: 0.7 GB; four: 1.7 GB), throughput does not (README, Performance)
+    # (large, one 30 s row: 0.7 GB; four: 1.7 GB), throughput does not (docs/operations.md)
     max_run_seconds: float = 30.0
     model_name: str = ""  # reported to clients; default: the checkpoint folder's name
     tensorrt: bool = False  # native: build TensorRT engines (model.plan) here and serve them as tensorrt_plan

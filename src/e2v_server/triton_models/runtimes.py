@@ -57,7 +57,7 @@ class OnnxRuntimeSession(Session):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # No CPU arena: it keeps the largest batch's buffers for good (large model, PSS: 1.4 GB idle, 3.7 GB
         # idle after 30 s of 30 s clips). Without it, and with free_memory_to_the_os() after each batch,
-        # memory comes back after a spike (0.9 GB); throughput measured the same (README, Performance)
+        # memory comes back after a spike (0.9 GB); throughput measured the same (docs/operations.md)
         options.enable_cpu_mem_arena = False
         providers = ["CPUExecutionProvider"]
         if gpu_device is not None:  # TensorRT, then CUDA, when this onnxruntime has them
