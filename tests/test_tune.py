@@ -199,6 +199,19 @@ def test_a_tuned_repository_refuses_a_cpu_without_its_needs_and_warns_on_another
     assert log.read_text().count("was tuned on Another CPU model, not on this CPU") == 1
 
 
+def test_the_users_audio_is_judged_and_undecodable_files_are_named(tmp_path, capsys):
+    from e2v_export.tune import audio_sets
+
+    shutil.copy(ROOT / "examples" / "good_news.ogg", tmp_path)
+    (tmp_path / "broken.wav").write_bytes(b"RIFF not audio")
+    sets = audio_sets([str(tmp_path)])
+    assert len(sets.accuracy) == 1 and sets.calibration is None and sets.described.startswith("your audio: 1 clip")
+    printed = capsys.readouterr().out
+    assert "--tune: skipped" in printed and "broken.wav" in printed
+    with pytest.raises(ValueError, match="no audio file could be decoded"):
+        audio_sets([str(tmp_path / "broken.wav")])
+
+
 def test_tune_refuses_a_fixed_runtime_or_gpu_instances(tiny, tmp_path):
     for extra, message in [
         (["--precision", "fp32"], "leave out --runtime and --precision"),

@@ -213,8 +213,8 @@ def audio_sets(audio_paths: list[str] | None) -> AudioSets:
     for path in expand_inputs(audio_paths)[:MAX_USER_CLIPS]:
         try:
             clips.append(audio.load(path).samples[: int(MAX_USER_CLIP_S * contract.SAMPLE_RATE)])
-        except audio.AudioError:
-            continue  # undecodable files are not the tuner's concern: --evaluate lists them
+        except audio.AudioError as exc:  # named, then left out: the other clips still judge the candidates
+            print(f"--tune: skipped {path}: {exc}", flush=True)
     clips = [clip for clip in clips if len(clip) >= contract.FRAME_RECEPTIVE_FIELD]
     if not clips:
         raise ValueError("--tune: no audio file could be decoded in " + ", ".join(audio_paths))
