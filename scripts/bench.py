@@ -40,7 +40,7 @@ from e2v_bench import report, systems
 from e2v_bench.flops import workload_gflop
 from e2v_bench.models import random_checkpoint
 from e2v_bench.workload import cache_dir, prepare_workload
-from e2v_export.cpu import CpuInfo
+from e2v_common.cpu import CpuInfo
 from e2v_export.random_checkpoint import SIZES
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,10 +11,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from e2v_common import contract
 from e2v_export.checkpoint import load_checkpoint
 from e2v_export.onnx_export import export_onnx
 from e2v_export.random_checkpoint import SIZES, make_test_checkpoint
-from e2v_server import contract
 
 
 def main() -> None:

@@ -28,11 +28,11 @@ from e2v_bench import perf_analyzer
 from e2v_bench.memory import ProcessTreeMemory, flatness, plot_memory, trend
 from e2v_bench.models import encoder_suffix, export_repository, random_checkpoint, repository_dir
 from e2v_bench.workload import cache_dir, prepare_workload
-from e2v_export.cpu import CpuInfo, choose_encoder
+from e2v_common import contract
+from e2v_common.cpu import CpuInfo, choose_encoder
+from e2v_common.runtimes import PRECISIONS, RUNTIMES
 from e2v_export.random_checkpoint import SIZES
 from e2v_export.repository import RepositoryOptions
-from e2v_server import contract
-from e2v_server.triton_models.runtimes import PRECISIONS, RUNTIMES
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = cache_dir(ROOT)

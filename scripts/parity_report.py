@@ -17,14 +17,14 @@ import sys
 import tempfile
 from pathlib import Path
 
+from e2v_common import contract
+from e2v_common.synthetic_speech import speech_like
 from e2v_export.checkpoint import load_checkpoint
 from e2v_export.compare import UtteranceDiff, agreement
 from e2v_export.onnx_export import export_onnx
 from e2v_export.parity import compare_batch_with_single, compare_with_funasr, funasr_automodel, within_bounds
 from e2v_export.random_checkpoint import SIZES, make_test_checkpoint
 from e2v_export.runner import Emotion2vecRunner
-from e2v_export.synthetic import speech_like
-from e2v_server import contract
 
 DURATIONS = [0.5, 1.0, 3.3, 7.0, 15.0, 30.0]
 HEADER = (

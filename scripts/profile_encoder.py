@@ -16,13 +16,13 @@ from pathlib import Path
 from e2v_bench import profile
 from e2v_bench.models import random_checkpoint
 from e2v_bench.workload import cache_dir
+from e2v_common import contract
+from e2v_common.cpu import CpuInfo
+from e2v_common.runtimes import PRECISIONS, RUNTIMES
+from e2v_common.synthetic_speech import speech_like
 from e2v_export.checkpoint import load_checkpoint
-from e2v_export.cpu import CpuInfo
 from e2v_export.random_checkpoint import SIZES
 from e2v_export.repository import QUANTIZATIONS, RepositoryOptions, export_models
-from e2v_export.synthetic import speech_like
-from e2v_server import contract
-from e2v_server.triton_models.runtimes import PRECISIONS, RUNTIMES
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import tritonclient.grpc as grpcclient
 
+from e2v_common import contract
+from e2v_common.synthetic_speech import speech_like
 from e2v_export.checkpoint import load_checkpoint
 from e2v_export.random_checkpoint import SIZES, make_test_checkpoint
 from e2v_export.repository import write_repository
-from e2v_export.synthetic import speech_like
-from e2v_server import contract
 from e2v_server.serve import TritonServer
 
 

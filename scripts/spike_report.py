@@ -25,8 +25,8 @@ import tritonclient.grpc as grpcclient
 from e2v_bench.memory import ProcessTreeMemory, plot_memory
 from e2v_bench.models import bench_repository
 from e2v_bench.workload import cache_dir
-from e2v_export.synthetic import speech_like
-from e2v_server import contract
+from e2v_common import contract
+from e2v_common.synthetic_speech import speech_like
 from e2v_server.serve import TritonServer
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -6,7 +6,7 @@ import av
 import numpy as np
 import soundfile as sf
 
-from e2v_export.synthetic import speech_like
+from e2v_common.synthetic_speech import speech_like
 
 
 def write_m4a(path: Path, samples: np.ndarray, rate: int) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from e2v_server import contract
+from e2v_common import contract
 
 
 @dataclass

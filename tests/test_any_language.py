@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from scipy.io import wavfile
 
-from e2v_export.synthetic import speech_like
-from e2v_server import contract
+from e2v_common import contract
+from e2v_common.synthetic_speech import speech_like
 from expected import REAL_LABELS
 
 ROOT = Path(__file__).resolve().parents[1]

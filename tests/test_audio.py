@@ -7,7 +7,7 @@ import pytest
 import soundfile
 
 from e2v_client import audio
-from e2v_server.contract import SAMPLE_RATE
+from e2v_common.contract import SAMPLE_RATE
 
 
 def pcm16_wav(samples: np.ndarray, rate: int = SAMPLE_RATE, channels: int = 1) -> bytes:

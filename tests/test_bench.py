@@ -10,7 +10,7 @@ import pytest
 
 from e2v_bench import memory, report, systems
 from e2v_bench.models import alone_name, encoder_suffix
-from e2v_export.cpu import CpuInfo
+from e2v_common.cpu import CpuInfo
 
 EPYC = "vendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC\ncpu MHz\t\t: 2500.0\nflags\t\t: fpu sse2 avx avx2 fma"
 # two cores whatever this machine has: peaks of 160 GFLOP/s fp32

@@ -16,10 +16,10 @@ from audio_files import bad_files, good_files
 from e2v_client import audio
 from e2v_client.client import Emotion2vecClient, RetryPolicy, ServerError
 from e2v_client.outputs import AUDIO_FILE, EMBEDDING_FILE, FOLDER_PREFIX, RESULT_FILE
+from e2v_common import contract
+from e2v_common.synthetic_speech import speech_like
 from e2v_export.compare import UtteranceResult, compare
 from e2v_export.parity import funasr_reference
-from e2v_export.synthetic import speech_like
-from e2v_server import contract
 from expected import REAL_LABELS
 
 USER_SCRIPTS = Path(__file__).parent / "user_scripts"

@@ -24,8 +24,8 @@ from e2v_client.cli import client_options
 from e2v_client.client import AccessError, ConfigError, Emotion2vecClient, RetryPolicy, read_token_file
 from e2v_client.outputs import AUDIO_FILE, EMBEDDING_FILE, FOLDER_PREFIX, RESULT_FILE
 from e2v_client.web.blocking_client import BlockingClient
-from e2v_export.synthetic import speech_like
-from e2v_server import contract
+from e2v_common import contract
+from e2v_common.synthetic_speech import speech_like
 from e2v_server.gateway import self_signed_certificate
 
 TINY_DIM = 64

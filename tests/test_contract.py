@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from e2v_server import contract
+from e2v_common import contract
 from expected import REAL_LABELS
 
 

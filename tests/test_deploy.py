@@ -27,7 +27,8 @@ try:
 except ImportError:  # Python 3.10: pytest's own dependency
     import tomli as tomllib
 
-from e2v_server import contract, gateway
+from e2v_common import contract
+from e2v_server import gateway
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKER = ROOT / "docker"
@@ -468,19 +469,19 @@ def test_compose_gpu_triton_restricts_the_admin_protocols_with_the_secret_key(tm
 
 
 def test_compose_cpu_triton_restricts_the_admin_protocols_with_the_secret_key(tmp_path):
-    from e2v_server import serve
+    from e2v_server import cli
 
     service = compose()["services"]["triton-cpu"]
     assert service["secrets"] == ["e2v_admin_key"]
     command = service["command"]
     assert command[: len(image_cmd(CPU_DOCKERFILE))] == image_cmd(CPU_DOCKERFILE)
-    args = serve._parser().parse_args(command[1:])
+    args = cli._parser().parse_args(command[1:])
     assert args.host == "0.0.0.0" and args.public is None  # the gateway is its own container
     assert args.admin_key_file == "/run/secrets/e2v_admin_key"
     key = secrets.token_urlsafe(32)
     (tmp_path / "admin-key").write_text(key + "\n")
     args.admin_key_file = str(tmp_path / "admin-key")
-    assert serve._restrictions(args, None) == gateway.triton_restriction_args(key)
+    assert cli._restrictions(args, None) == gateway.triton_restriction_args(key)
 
 
 def _compose_gateway_env(name: str, token: str, tmp_path: Path):

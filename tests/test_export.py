@@ -11,6 +11,8 @@ import onnx
 import pytest
 import torch
 
+from e2v_common import contract
+from e2v_common.synthetic_speech import speech_like
 from e2v_export.checkpoint import CheckpointError, load_checkpoint
 from e2v_export.parity import (
     SCORES_MAX_ABS,
@@ -19,8 +21,6 @@ from e2v_export.parity import (
     funasr_reference,
     within_bounds,
 )
-from e2v_export.synthetic import speech_like
-from e2v_server import contract
 from expected import REAL_LABELS
 
 DURATIONS = [0.5, 1.0, 3.3, 7.0, 15.0, 30.0]

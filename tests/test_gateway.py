@@ -20,8 +20,9 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from e2v_export.synthetic import speech_like
-from e2v_server import contract, gateway
+from e2v_common import contract
+from e2v_common.synthetic_speech import speech_like
+from e2v_server import gateway
 
 MB = 1024 * 1024
 
@@ -31,7 +32,7 @@ def _client(public_server) -> grpcclient.InferenceServerClient:
 
 
 def _bearer(token: str) -> dict:
-    return {gateway.TOKEN_HEADER: f"Bearer {token}"}
+    return {contract.TOKEN_HEADER: f"Bearer {token}"}
 
 
 def _infer(client, samples: np.ndarray, headers: dict):
@@ -72,12 +73,12 @@ def test_the_longest_legal_request_passes_the_size_limit(public_server):
 
 @pytest.mark.parametrize(
     "headers",
-    [{}, _bearer("x" * 43), {gateway.TOKEN_HEADER: "Bearer"}, "lower-case scheme", "token in another header"],
+    [{}, _bearer("x" * 43), {contract.TOKEN_HEADER: "Bearer"}, "lower-case scheme", "token in another header"],
     ids=["missing", "wrong", "empty", "lower-case-scheme", "other-header"],
 )
 def test_grpc_without_the_token_is_refused_as_unauthenticated(public_server, headers):
     if headers == "lower-case scheme":
-        headers = {gateway.TOKEN_HEADER: f"bearer{public_server.token}"}  # not "Bearer <token>"
+        headers = {contract.TOKEN_HEADER: f"bearer{public_server.token}"}  # not "Bearer <token>"
     elif headers == "token in another header":
         headers = {"x-api-key": public_server.token}
     with _client(public_server) as client:

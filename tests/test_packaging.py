@@ -21,12 +21,12 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from e2v_client.outputs import FOLDER_PREFIX, RESULT_FILE
-from e2v_export.synthetic import speech_like
-from e2v_server import contract
+from e2v_common import contract
+from e2v_common.synthetic_speech import speech_like
 from e2v_server.serve import TritonServer, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-OUR_PACKAGES = ("e2v_bench", "e2v_client", "e2v_export", "e2v_server")
+OUR_PACKAGES = ("e2v_bench", "e2v_client", "e2v_common", "e2v_export", "e2v_server")
 SITE_PACKAGES = Path(onnxruntime.__file__).resolve().parents[1]  # the test environment's
 
 
@@ -175,3 +175,16 @@ def test_repository_python_models_import_nothing_of_ours(tiny, tmp_path, flavour
         if flavour == "portable"
         else {contract.PREPROCESS_MODEL}
     )
+
+
+def test_the_client_imports_nothing_of_the_server_or_the_export():
+    """The thin client (and its page) needs only e2v_common of ours: no server, export, torch or runtime."""
+    code = (
+        "import sys\n"
+        "import e2v_client.cli, e2v_client.batch, e2v_client.outputs, e2v_client.web.app\n"
+        "ours = sorted({name.split('.')[0] for name in sys.modules if name.startswith('e2v_')})\n"
+        "heavy = sorted({'torch', 'onnxruntime', 'openvino', 'funasr'} & set(sys.modules))\n"
+        "print(ours, heavy)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "['e2v_client', 'e2v_common'] []", done.stdout

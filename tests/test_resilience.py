@@ -23,8 +23,8 @@ from tritonclient.utils import InferenceServerException
 
 from conftest import e2v_serve_command, launch_e2v_serve
 from e2v_client import audio
-from e2v_export.synthetic import speech_like
-from e2v_server import contract
+from e2v_common import contract
+from e2v_common.synthetic_speech import speech_like
 from e2v_server.serve import PYTHON_STUB, TritonServer, _running, _stat, _stub_children, free_port
 
 

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import soundfile
 
+from e2v_common import contract
+from e2v_common.cpu import CpuInfo, choose_encoder
+from e2v_common.runtimes import PrecisionUnavailable, open_model
+from e2v_common.synthetic_speech import speech_like
 from e2v_export.compare import agreement, compare
-from e2v_export.cpu import CpuInfo, choose_encoder
 from e2v_export.parity import compare_with_funasr, within_bounds
 from e2v_export.runner import Emotion2vecRunner
-from e2v_export.synthetic import speech_like
-from e2v_server import contract
-from e2v_server.triton_models.runtimes import PrecisionUnavailable, open_model
 from fake_cpus import AVX2_EPYC, BF16_EPYC, XEON_AMX
 
 THIS_CPU = CpuInfo.this_machine()
@@ -77,7 +77,7 @@ def test_bf16_computes_in_bf16_close_to_fp32(exported):
     # what holds for any checkpoint: it really computes in bf16, close to fp32.
     fp32 = exported.runner
     bf16 = Emotion2vecRunner(exported.encoder_onnx, exported.classifier_onnx, 0, "openvino", "bf16")
-    assert bf16.encoder.runs_as == "bf16"
+    assert bf16.runs_as == "bf16"
     clips = [speech_like(s, seed=i) for i, s in enumerate(np.geomspace(1, 30, 12))]
     result = agreement([compare(bf16.run(c), fp32.run(c)) for c in clips])
     assert result.max_frames_diff > 0 and result.min_frame_cosine < 1.0  # not fp32 passed off as bf16

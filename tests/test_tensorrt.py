@@ -15,15 +15,15 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
+from e2v_common import contract
 from e2v_export.compare import UtteranceResult, agreement, compare
+from e2v_export.runner import run_pipeline
 from e2v_export.tensorrt import parity as trt_parity
 from e2v_export.tensorrt.build import RECORD_FILE, build_engine, build_repository_engines
 from e2v_export.tensorrt.cli import main as tensorrt_main
 from e2v_export.tensorrt.parity import COSINE_TARGET, check_parity, meets_targets, parity_line, parity_waveforms
 from e2v_export.tensorrt.precision import fp32_fallback_layers, keep_in_fp32
 from e2v_export.tensorrt.profile import ProfileOptions, classifier_profile, encoder_profile, profile_for
-from e2v_export.tensorrt.runners import run_pipeline
-from e2v_server import contract
 from expected import REAL_LABELS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,7 +35,7 @@ def test_package_imports_without_tensorrt_onnxruntime_or_torch():
         "sys.modules['tensorrt'] = None  # any `import tensorrt` now fails\n"
         "import e2v_export.tensorrt as t\n"
         "import e2v_export.tensorrt.profile, e2v_export.tensorrt.precision, e2v_export.tensorrt.build\n"
-        "import e2v_export.tensorrt.runners, e2v_export.tensorrt.parity, e2v_export.tensorrt.cli\n"
+        "import e2v_export.tensorrt.engine, e2v_export.tensorrt.parity, e2v_export.tensorrt.cli\n"
         "assert not {'tensorrt', 'torch', 'onnxruntime'} & {k for k, v in sys.modules.items() if v is not None}\n"
         "try:\n"
         "    t.build_engine('encoder', 'x.onnx', 'x.plan', t.ProfileOptions())\n"
@@ -358,7 +358,7 @@ def _stand_in_runners(monkeypatch, engine_weights, onnx_weights, calls):
 
         return make
 
-    monkeypatch.setattr(trt_parity, "onnx_runner", maker("onnx", onnx_weights))
+    monkeypatch.setattr(trt_parity, "onnx_reference", maker("onnx", onnx_weights))
     monkeypatch.setattr(trt_parity, "EngineRunner", maker("engine", engine_weights))
 
 

@@ -14,11 +14,11 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import InferenceServerException
 
+from e2v_common import contract
+from e2v_common.synthetic_speech import speech_like
 from e2v_export.compare import UtteranceResult, compare
 from e2v_export.parity import funasr_reference, within_bounds
 from e2v_export.repository import FLAVOURS, RepositoryOptions, render_configs, template_values
-from e2v_export.synthetic import speech_like
-from e2v_server import contract
 from expected import REAL_LABELS
 
 ALL_OUTPUTS = contract.ENSEMBLE_OUTPUTS
@@ -189,7 +189,7 @@ def test_e2v_serve_starts_reports_ready_and_stops_on_sigterm(tiny, tmp_path):
         [
             sys.executable,
             "-m",
-            "e2v_server.serve",
+            "e2v_server.cli",
             "--model-repository",
             str(tiny.repository),
             "--grpc-port",

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from e2v_common import contract
+from e2v_common.cpu import CpuInfo
+from e2v_common.runtimes import TUNING_FILE, PrecisionUnavailable, check_tuned_machine
 from e2v_export.compare import Agreement
-from e2v_export.cpu import CpuInfo
 from e2v_export.tune import (
     BARS,
     REFERENCE,
@@ -25,8 +27,6 @@ from e2v_export.tune import (
     layouts,
     requirement,
 )
-from e2v_server import contract
-from e2v_server.triton_models.runtimes import TUNING_FILE, PrecisionUnavailable, check_tuned_machine
 from fake_cpus import AVX2_EPYC, BF16_EPYC, XEON_AMX
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -30,7 +30,7 @@ from audio_files import bad_files, good_files
 from e2v_client import audio
 from e2v_client.client import Emotion2vecClient
 from e2v_client.outputs import AUDIO_FILE, EMBEDDING_FILE, FOLDER_PREFIX, RESULT_FILE
-from e2v_export.synthetic import speech_like
+from e2v_common.synthetic_speech import speech_like
 from e2v_server.serve import free_port
 from test_client import check_folder_against_spec
 

@@ -7,7 +7,7 @@ import dataclasses
 from pathlib import Path
 
 from e2v_bench.models import repository_runner
-from e2v_server.contract import SAMPLE_RATE
+from e2v_common.contract import SAMPLE_RATE
 
 
 def encoder_agreement(reference: Path, candidate: Path, runtime: str, precision: str, paths: list[Path]) -> dict:

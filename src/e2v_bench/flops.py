@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from e2v_server.contract import SAMPLE_RATE
+from e2v_common.contract import SAMPLE_RATE
 
 # (embedding dim, conv front-end channels) of each random checkpoint size (e2v_export.random_checkpoint)
 WIDTHS = {"tiny": (64, 32), "base": (768, 512), "large": (1024, 512)}

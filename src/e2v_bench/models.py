@@ -7,7 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
-from e2v_server import contract
+from e2v_common import contract
 
 REPOSITORY_MARKER = ".bench-options.json"  # what a cached repository was exported with, and by which code
 RUNTIME_NAMES = {"onnxruntime": "onnx", "openvino": "openvino"}  # a component run alone is named by its runtime
@@ -65,8 +65,8 @@ def export_repository(
 def tuned_repository(model_dir: Path, out: Path) -> Path:
     """The repository `e2v-export --tune` writes for model_dir on this machine, at out; tuned again only if the
     checkpoint, the CPU model or the export code changed."""
+    from e2v_common.cpu import CpuInfo
     from e2v_export.checkpoint import load_checkpoint
-    from e2v_export.cpu import CpuInfo
     from e2v_export.repository import RepositoryOptions, code_fingerprint
     from e2v_export.tune import export_tuned
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from e2v_server import contract
+from e2v_common import contract
 
 
 @dataclass

@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from e2v_server import contract
+from e2v_common import contract
 
 
 def perf_analyzer_env() -> dict:

@@ -36,8 +36,8 @@ class Skipped:
 
 
 def cpu_record(cpu) -> dict:
-    """An e2v_export.cpu.CpuInfo as bench.json records it: model, flags, cores, clock and peaks."""
-    from e2v_export.cpu import REPORTED_FLAGS
+    """An e2v_common.cpu.CpuInfo as bench.json records it: model, flags, cores, clock and peaks."""
+    from e2v_common.cpu import REPORTED_FLAGS
 
     return {
         "model": cpu.model,
@@ -84,7 +84,7 @@ class Results:
     def __init__(self, audio_seconds: float, gflop: float, cpu):
         self.audio_seconds = audio_seconds
         self.gflop = gflop
-        self.cpu = cpu  # e2v_export.cpu.CpuInfo: the peaks the rows are judged against
+        self.cpu = cpu  # e2v_common.cpu.CpuInfo: the peaks the rows are judged against
         self.rows: list[dict] = []
         self.raw: dict[str, dict] = {}
         self.skipped: list[Skipped] = []

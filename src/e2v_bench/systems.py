@@ -35,8 +35,8 @@ from e2v_bench.memory import ProcessTreeMemory
 from e2v_bench.models import alone_name, encoder_suffix, export_repository, repository_dir, tuned_repository
 from e2v_bench.report import FUNASR, Results, Skipped
 from e2v_bench.workers import run_worker
-from e2v_server import contract
-from e2v_server.triton_models.runtimes import TUNING_FILE
+from e2v_common import contract
+from e2v_common.runtimes import TUNING_FILE
 
 # name -> the funasr worker's options
 FUNASR_SYSTEMS = {
@@ -82,8 +82,8 @@ class TritonVariant:
 
 
 def unavailable(cpu, runtime: str, precision: str) -> str | None:
-    """Why this CPU cannot run the encoder in `runtime` at `precision` as asked (e2v_export.cpu's rule), or None."""
-    from e2v_export.cpu import choose_encoder
+    """Why this CPU cannot run the encoder in `runtime` at `precision` as asked (e2v_common.cpu's rule), or None."""
+    from e2v_common.cpu import choose_encoder
 
     try:
         choose_encoder(cpu, runtime, precision)

@@ -96,7 +96,7 @@ def worker_alone(args) -> dict:
         "latencies": latencies,
         "probe": probe,
         "client_mb": peak_rss_mb(),
-        "runs_as": runner.encoder.runs_as,  # the precision the runtime really computed in
+        "runs_as": runner.runs_as,  # the precision the runtime really computed in
     }
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from e2v_server.contract import SAMPLE_RATE
+from e2v_common.contract import SAMPLE_RATE
 
 PROBE_SECONDS = 5.0
 PROBE_FILE = "probe_5s.wav"
@@ -33,7 +33,7 @@ def workload_lengths(count: int, seed: int) -> list[float]:
 def write_workload(folder: Path, lengths: list[float], seed: int) -> list[Path]:
     """Write (once) one WAV per length and the probe into folder; the utterances' paths, in order."""
     from e2v_client import audio
-    from e2v_export.synthetic import speech_like
+    from e2v_common.synthetic_speech import speech_like
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = []

@@ -17,7 +17,7 @@ import numpy as np
 import soundfile
 import soxr
 
-from e2v_server.contract import FRAME_RECEPTIVE_FIELD, SAMPLE_RATE
+from e2v_common.contract import FRAME_RECEPTIVE_FIELD, SAMPLE_RATE
 
 # Below this peak (-60 dBFS) a clip is treated as silence: there is no speech to score.
 SILENCE_PEAK = 10 ** (-60 / 20)

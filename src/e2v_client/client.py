@@ -30,8 +30,7 @@ import tritonclient.grpc.aio as grpcaio
 from tritonclient.grpc import InferenceServerClientPlugin, InferInput, InferRequestedOutput
 from tritonclient.utils import InferenceServerException
 
-from e2v_server import contract
-from e2v_server.gateway import TOKEN_HEADER
+from e2v_common import contract
 
 # gRPC status codes worth retrying: the server is down, restarting, overloaded (a full queue is UNAVAILABLE
 # "Exceeds maximum queue size") or slow.
@@ -123,7 +122,10 @@ class BearerToken(InferenceServerClientPlugin):
         self._value = f"Bearer {token}"
 
     def __call__(self, request) -> None:
-        request.headers = {**request.headers, TOKEN_HEADER: self._value}  # a copy: the caller's dict stays as it was
+        request.headers = {
+            **request.headers,
+            contract.TOKEN_HEADER: self._value,
+        }  # a copy: the caller's dict stays as it was
 
     def __repr__(self) -> str:
         return "BearerToken(<hidden>)"

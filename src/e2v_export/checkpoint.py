@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from e2v_server.contract import read_tokens
+from e2v_common.contract import read_tokens
 
 log = logging.getLogger(__name__)
 

@@ -11,12 +11,12 @@ import argparse
 import logging
 import sys
 
+from e2v_common.cpu import CpuInfo, choose_encoder
+from e2v_common.runtimes import PRECISIONS, RUNTIMES
 from e2v_export.checkpoint import HUB_MODEL, CheckpointError
-from e2v_export.cpu import CpuInfo, choose_encoder
 from e2v_export.evaluate import evaluate
 from e2v_export.repository import FLAVOURS, QUANTIZATIONS, RepositoryOptions, write_repository
 from e2v_export.tune import export_tuned
-from e2v_server.triton_models.runtimes import PRECISIONS, RUNTIMES
 
 # e2v-export's numeric serving options: each sets the RepositoryOptions field of the same name
 NUMERIC_SERVING_OPTIONS = [

@@ -10,11 +10,11 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from e2v_common import contract
 from e2v_export.checkpoint import LoadedCheckpoint
 from e2v_export.compare import Agreement, agreement, compare
 from e2v_export.repository import RepositoryOptions, export_models
 from e2v_export.runner import Emotion2vecRunner
-from e2v_server import contract
 
 
 def evaluate(checkpoint: LoadedCheckpoint, options: RepositoryOptions, audio_paths: list[str]) -> str:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from e2v_server.contract import FRAME_HOP, FRAME_RECEPTIVE_FIELD, is_unused_label
+from e2v_common.contract import FRAME_HOP, FRAME_RECEPTIVE_FIELD, is_unused_label
 
 
 def conv_geometry(feature_encoder_spec: list[tuple[int, int, int]]) -> tuple[int, int]:

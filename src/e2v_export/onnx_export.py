@@ -12,9 +12,9 @@ import numpy as np
 import onnx
 import torch
 
+from e2v_common import contract
 from e2v_export.checkpoint import LoadedCheckpoint
 from e2v_export.graph import ClassifierGraph, EncoderGraph
-from e2v_server import contract
 
 log = logging.getLogger(__name__)
 

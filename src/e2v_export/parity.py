@@ -14,9 +14,9 @@ import logging
 import numpy as np
 import torch
 
+from e2v_common.contract import SAMPLE_RATE
 from e2v_export.compare import UtteranceDiff, UtteranceResult, compare
 from e2v_export.runner import Emotion2vecRunner
-from e2v_server.contract import SAMPLE_RATE
 
 # The bounds the export must meet (issue #2).
 SCORES_MAX_ABS = 1e-5

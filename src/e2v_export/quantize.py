@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from e2v_server import contract
+from e2v_common import contract
 
 
 def weight_matmuls(model: onnx.ModelProto) -> list[str]:

@@ -2,7 +2,7 @@
 
 The Triton models live in the e2v_server package, in triton_models/: config
 templates (<model>[.<engines>].pbtxt.in) and the Python models' code. This
-module renders the templates with the names from e2v_server.contract and the
+module renders the templates with the names from e2v_common.contract and the
 export options, copies each Python model as <model>/1/model.py with the
 contract beside it (so that every folder stands alone in any Triton), and puts
 the ONNX files in place. Two flavours of the same repository:
@@ -31,18 +31,17 @@ from string import Template
 import numpy as np
 
 import e2v_server
+from e2v_common import contract, runtimes
+from e2v_common.cpu import CpuInfo
 from e2v_export.checkpoint import LoadedCheckpoint
-from e2v_export.cpu import CpuInfo
 from e2v_export.onnx_export import export_onnx
 from e2v_export.quantize import quantize_encoder, quantize_encoder_openvino, quantize_encoder_static
 from e2v_export.tensorrt import ProfileOptions, build_repository_engines
-from e2v_server import contract
-from e2v_server.triton_models import runtimes
 
 # Config templates and Python models, shipped as package data of e2v_server.
 TRITON_MODELS = Path(e2v_server.__file__).resolve().parent / "triton_models"
 # Copied beside each Python model under names no installed package takes: the contract, and for the
-# encoder and classifier the runtimes module ({copy: source in e2v_server}).
+# encoder and classifier the runtimes module (both from e2v_common, where the export imports them too).
 CONTRACT_COPY = "emotion2vec_contract.py"
 RUNTIMES_COPY = "emotion2vec_runtimes.py"
 FLAVOURS = ("portable", "native")
@@ -57,7 +56,7 @@ def code_fingerprint() -> str:
     files = sorted(TRITON_MODELS.glob("*.pbtxt.in")) + sorted(TRITON_MODELS.glob("*.py"))
     files += [package / name for name in ("graph.py", "onnx_export.py", "repository.py", "quantize.py", "tune.py")]
     files.append(package / "tensorrt" / "profile.py")  # the native configs carry its optimisation profile
-    files.append(Path(contract.__file__))
+    files += [Path(contract.__file__), Path(runtimes.__file__)]  # copied into the model folders
     digest = hashlib.sha256()
     for path in files:
         digest.update(path.name.encode() + path.read_bytes())
@@ -324,7 +323,7 @@ def quantized_encoder(
 
 def calibration_clips(count: int = 8) -> list:
     """The built-in calibration audio of a static int8 encoder: speech-like clips of 2 to 8 s."""
-    from e2v_export.synthetic import speech_like
+    from e2v_common.synthetic_speech import speech_like
 
     return [speech_like(float(s), seed=1000 + i) for i, s in enumerate(np.linspace(2, 8, count))]
 

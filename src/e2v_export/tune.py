@@ -24,9 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
+from e2v_common import contract
+from e2v_common.cpu import REPORTED_FLAGS, CpuInfo
+from e2v_common.runtimes import BF16_FLAGS, VNNI_FLAGS
+from e2v_common.synthetic_speech import speech_like
 from e2v_export.checkpoint import LoadedCheckpoint
 from e2v_export.compare import Agreement, UtteranceResult, agreement, compare
-from e2v_export.cpu import REPORTED_FLAGS, CpuInfo
 from e2v_export.onnx_export import ExportResult, export_onnx
 from e2v_export.repository import (
     RepositoryOptions,
@@ -36,9 +39,6 @@ from e2v_export.repository import (
     write_repository,
 )
 from e2v_export.runner import Emotion2vecRunner
-from e2v_export.synthetic import speech_like
-from e2v_server import contract
-from e2v_server.triton_models.runtimes import BF16_FLAGS, VNNI_FLAGS
 
 # The fixed speed workload (seconds of synthetic speech) and the built-in accuracy set.
 SPEED_CLIPS_S = (5.0, 15.0)

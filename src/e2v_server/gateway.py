@@ -19,12 +19,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from e2v_server import contract
+from e2v_common import contract
 
 TEMPLATE = Path(__file__).parent / "nginx" / "emotion2vec.conf.template"
 PLACEHOLDER = re.compile(r"\$\{(E2V_[A-Z0-9_]+)\}")  # what envsubst fills in; nginx's own $variables stay
 
-TOKEN_HEADER = "authorization"  # the value is "Bearer <token>", on gRPC metadata and HTTP alike
 TOKEN_ALPHABET = re.compile(r"[A-Za-z0-9_-]{32,}")  # secrets.token_urlsafe(32), `openssl rand -hex 32`, ...
 # Triton's admin protocols, each refused unless the request carries the admin key: over HTTP in the header
 # ADMIN_KEY_HEADER, over gRPC in the metadata GRPC_ADMIN_KEY_HEADER (Triton prefixes the gRPC one)

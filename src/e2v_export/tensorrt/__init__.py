@@ -20,7 +20,7 @@ Modules:
 - profile: the one optimisation profile over batch and length (ProfileOptions, profile_for);
 - precision: the layers pinned to fp32 (normalisation, softmax, long reductions overflow in fp16);
 - build: the engines and the build record (build_engine, build_repository_engines);
-- runners: ONNX Runtime and TensorRT runners, and run_pipeline over padded batches;
+- engine: a plan as a model for e2v_export.runner.run_pipeline (EngineRunner);
 - parity: the engines against ONNX Runtime fp32, judged against ARGMAX_TARGET and COSINE_TARGET;
 - cli: ``python -m e2v_export.tensorrt``.
 

@@ -15,9 +15,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from e2v_common import contract
 from e2v_export.tensorrt.precision import keep_in_fp32
 from e2v_export.tensorrt.profile import Profile, ProfileOptions, profile_for
-from e2v_server import contract
 
 TRITON_TENSORRT = "10.5"  # TensorRT in nvcr.io/nvidia/tritonserver:24.10-py3 (Triton 2.51)
 RECORD_FILE = "tensorrt_build.json"  # written into the ensemble's folder

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
+from e2v_common import contract
 from e2v_export.compare import Agreement, agreement, compare
-from e2v_export.tensorrt.runners import EngineRunner, onnx_runner, run_pipeline
-from e2v_server import contract
+from e2v_export.runner import onnx_reference, run_pipeline
+from e2v_export.tensorrt.engine import EngineRunner
 
 ARGMAX_TARGET = 0.995  # utterance argmax agreement with ONNX Runtime fp32
 COSINE_TARGET = 0.999  # embedding cosine with ONNX Runtime fp32, every utterance
@@ -38,7 +39,7 @@ def parity_line(result: Agreement, argmax_target: float = ARGMAX_TARGET, cosine_
 
 def parity_waveforms(count: int, max_seconds: float, seed: int = 0) -> list[np.ndarray]:
     """count speech-like utterances with lengths spread over 0.5 s .. max_seconds."""
-    from e2v_export.synthetic import speech_like
+    from e2v_common.synthetic_speech import speech_like
 
     rng = np.random.default_rng(seed)
     seconds = rng.uniform(min(0.5, max_seconds), max_seconds, size=count)
@@ -66,7 +67,7 @@ def check_parity(
     repository = Path(repository)
     onnx_files, plan_files = _model_files(repository)
     waveforms = parity_waveforms(count, max_seconds, seed)
-    reference = run_pipeline(*map(onnx_runner, onnx_files), waveforms, batch_size)
+    reference = run_pipeline(*map(onnx_reference, onnx_files), waveforms, batch_size)
     engines = run_pipeline(*map(EngineRunner, plan_files), waveforms, batch_size)
     return agreement(
         [

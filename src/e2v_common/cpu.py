@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from e2v_server.triton_models.runtimes import BF16_FLAGS, VNNI_FLAGS, read_cpuinfo
+from e2v_common.runtimes import BF16_FLAGS, VNNI_FLAGS, read_cpuinfo
 
 # the flags a benchmark prints above its table
 REPORTED_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8")

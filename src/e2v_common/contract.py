@@ -1,4 +1,4 @@
-"""The one definition shared by the export, the Triton models and the client.
+"""The one definition shared by the export, the Triton models, the gateway and the client.
 
 Tensor and model names, the audio format, the frame formula, the waveform
 normalisation, how utterances are padded into a batch and the label names live
@@ -29,6 +29,10 @@ ENSEMBLE_MODEL = "emotion2vec"
 PREPROCESS_MODEL = "preprocess"
 ENCODER_MODEL = "encoder"
 CLASSIFIER_MODEL = "classifier"
+
+# --- the gateway -----------------------------------------------------------
+# The header that carries the gateway's token: "Bearer <token>", on gRPC metadata and HTTP alike.
+TOKEN_HEADER = "authorization"
 
 # --- tensor names ---------------------------------------------------------
 # Encoder ONNX: waveform [B, N] float32 (normalised), lengths [B] int64

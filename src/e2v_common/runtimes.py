@@ -2,7 +2,7 @@
 
 Imports only numpy and the standard library; a runtime is imported when a model is opened with it.
 e2v-export copies this file beside the portable encoder's and classifier's model.py (as
-emotion2vec_runtimes.py); the export and the benchmarks import it as e2v_server.triton_models.runtimes
+emotion2vec_runtimes.py); the export and the benchmarks import it as e2v_common.runtimes
 to run the same models outside Triton.
 
 Precisions: fp32 everywhere; bf16 in OpenVINO (its CPU inference precision hint), refused where the

@@ -1,30 +1,13 @@
-"""Running the encoder and classifier: ONNX Runtime (the fp32 reference), a TensorRT plan, and the two
-chained over padded batches (run_pipeline), split back into one compare.UtteranceResult per utterance.
-
-onnxruntime, tensorrt and torch are imported when a runner is made.
-"""
+"""A TensorRT plan as an e2v_export.runner.Model, for e2v_export.runner.run_pipeline (tensorrt and torch are
+imported when an EngineRunner is made)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from e2v_export.compare import UtteranceResult
 from e2v_export.tensorrt.precision import enum_name
-from e2v_server import contract
-
-Runner = Callable[[dict], dict]  # {input name: array} -> {output name: array}
-
-
-def onnx_runner(path: str | Path) -> Runner:
-    """ONNX Runtime on the CPU: the fp32 reference."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    return lambda feeds: dict(zip(names, session.run(names, feeds), strict=True))
 
 
 class EngineRunner:
@@ -68,32 +51,3 @@ class EngineRunner:
             raise RuntimeError("TensorRT execution failed")
         stream.synchronize()
         return {name: buffers[name].cpu().numpy() for name in self.outputs}
-
-
-def run_pipeline(
-    encoder: Runner, classifier: Runner, waveforms: list[np.ndarray], batch_size: int
-) -> list[UtteranceResult]:
-    """Per utterance, from padded batches of batch_size: scores [L], embedding [D], frames [T, D] and
-    frame_scores [T, L], cut to the utterance's T frames."""
-    wave_in, lengths_in = contract.ENCODER_INPUTS
-    frames_out, frame_lengths_out = contract.ENCODER_OUTPUTS
-    frames_in, frame_lengths_in = contract.CLASSIFIER_INPUTS
-    embedding_name, scores_name, frame_scores_name = contract.CLASSIFIER_OUTPUTS[:3]
-    results = []
-    for start in range(0, len(waveforms), batch_size):
-        rows = [contract.normalize_waveform(w) for w in waveforms[start : start + batch_size]]
-        batch, lengths = contract.pad_rows(rows)
-        encoded = encoder({wave_in: batch, lengths_in: lengths})
-        frames, frame_lengths = encoded[frames_out], encoded[frame_lengths_out]
-        classified = classifier({frames_in: frames, frame_lengths_in: frame_lengths})
-        for i in range(len(rows)):
-            t = int(frame_lengths[i])
-            results.append(
-                UtteranceResult(
-                    scores=classified[scores_name][i],
-                    embedding=classified[embedding_name][i],
-                    frames=frames[i, :t],
-                    frame_scores=classified[frame_scores_name][i, :t],
-                )
-            )
-    return results

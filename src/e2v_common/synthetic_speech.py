@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from e2v_server.contract import SAMPLE_RATE
+from e2v_common.contract import SAMPLE_RATE
 
 
 def speech_like(seconds: float, seed: int = 0, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
