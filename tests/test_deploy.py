@@ -27,7 +27,7 @@ try:
 except ImportError:  # Python 3.10: pytest's own dependency
     import tomli as tomllib
 
-from e2v_common import contract
+from e2v_common import contract, runtimes
 from e2v_server import gateway
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -217,7 +217,7 @@ def test_the_image_installs_what_the_python_models_import(dockerfile):
     for source in set(python_models(FLAVOUR[dockerfile]).values()):
         needed |= _third_party_imports(TRITON_MODELS / source)
     if dockerfile == CPU_DOCKERFILE:  # copied beside the portable encoder and classifier
-        needed |= _third_party_imports(TRITON_MODELS / "runtimes.py")
+        needed |= _third_party_imports(Path(runtimes.__file__))
     assert needed == ({"numpy"} if dockerfile == GPU_DOCKERFILE else {"numpy", "onnxruntime", "openvino"})
     installed = pip_requirements(dockerfile)
     assert needed <= set(installed), f"{dockerfile.name} lacks {needed - set(installed)}"
