@@ -31,6 +31,9 @@ PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
 # several GB of CUDA wheels when FunASR asks for torch.
 "${PIP[@]}" install torch==2.13.0
 "${PIP[@]}" install -e ".[export,server,test,bench,web]"
+# Silero VAD's ONNX model for the segments model (e2v-export copies it into the repository). Without its
+# dependencies: the package asks for torch and torchaudio, which would pull GBs; the ONNX file needs neither.
+"${PIP[@]}" install --no-deps silero-vad==6.2.3
 echo "setup: .venv ready"
 
 # The Node.js example's packages (examples/node, tested by tests/test_any_language.py), where npm is installed:

@@ -60,6 +60,24 @@ FRAME_EMBEDDING = "FRAME_EMBEDDING"  # [T', D] frame features; rows past NUM_FRA
 NUM_FRAMES = "NUM_FRAMES"  # [1] valid frames of this utterance
 ENSEMBLE_OUTPUTS = (SCORES, EMBEDDING, FRAME_SCORES, FRAME_EMBEDDING, NUM_FRAMES)
 
+# The timeline: the segments model (Python; e2v_common.segmenter and Silero VAD inside) cuts a recording
+# into speech segments and scores each as an utterance through the ensemble. A recording longer than one
+# request may hold goes in pieces: AUDIO [1, N] float32 16 kHz is one piece, and STATE [1] bytes the state
+# the previous piece's response gave (absent for the first piece; JSON text), sent back unchanged. Per
+# segment closed in this piece: its times, and the scores and embedding of its samples scored alone.
+SEGMENTS_MODEL = "emotion2vec_segments"
+SEGMENTS_AUDIO = PREPROCESS_INPUT
+SEGMENTS_STATE = "STATE"  # input and output
+SEGMENT_TIMES = "SEGMENT_TIMES"  # [S, 2] float64: start and end, in seconds from the recording's start
+SEGMENT_SCORES = "SEGMENT_SCORES"  # [S, L]
+SEGMENT_EMBEDDING = "SEGMENT_EMBEDDING"  # [S, D]
+RESUME_AT = "RESUME_AT"  # [1] int64: the sample of the recording the next piece starts at; -1 after the last
+SEGMENTS_OUTPUTS = (SEGMENT_TIMES, SEGMENT_SCORES, SEGMENT_EMBEDDING, SEGMENTS_STATE, RESUME_AT)
+# Request parameters of the segments model: LAST_PIECE (bool, default true: the whole recording in one
+# request) and the segmentation's options (the fields of e2v_common.segmenter.SegmentOptions, in seconds).
+PARAM_LAST_PIECE = "last_piece"
+VAD_FILE = "vad.onnx"  # Silero VAD, in the segments model's version folder
+
 # Model identity, carried as string parameters of the ensemble's config.pbtxt
 # so that a client can read it with get_model_config().
 PARAM_LABELS = "labels"  # comma-separated display names, in score order

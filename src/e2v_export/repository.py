@@ -19,6 +19,7 @@ the ONNX files in place. Two flavours of the same repository:
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -31,7 +32,7 @@ from string import Template
 import numpy as np
 
 import e2v_server
-from e2v_common import contract, runtimes
+from e2v_common import contract, runtimes, segmenter
 from e2v_common.cpu import CpuInfo
 from e2v_export.checkpoint import LoadedCheckpoint
 from e2v_export.onnx_export import export_onnx
@@ -44,6 +45,8 @@ TRITON_MODELS = Path(e2v_server.__file__).resolve().parent / "triton_models"
 # encoder and classifier the runtimes module (both from e2v_common, where the export imports them too).
 CONTRACT_COPY = "emotion2vec_contract.py"
 RUNTIMES_COPY = "emotion2vec_runtimes.py"
+SEGMENTER_COPY = "emotion2vec_segmenter.py"  # beside the segments model
+VAD_LICENSE = "SILERO_VAD_LICENSE"  # Silero VAD's MIT licence, beside its model file
 FLAVOURS = ("portable", "native")
 QUANTIZATIONS = ("dynamic", "static")  # of an int8 encoder (quantize.py)
 IR_WEIGHTS_FILE = Path(contract.OPENVINO_FILE).with_suffix(".bin").name  # model.bin, beside model.xml
@@ -56,7 +59,7 @@ def code_fingerprint() -> str:
     files = sorted(TRITON_MODELS.glob("*.pbtxt.in")) + sorted(TRITON_MODELS.glob("*.py"))
     files += [package / name for name in ("graph.py", "onnx_export.py", "repository.py", "quantize.py", "tune.py")]
     files.append(package / "tensorrt" / "profile.py")  # the native configs carry its optimisation profile
-    files += [Path(contract.__file__), Path(runtimes.__file__)]  # copied into the model folders
+    files += [Path(contract.__file__), Path(runtimes.__file__), Path(segmenter.__file__)]  # copied into the models
     digest = hashlib.sha256()
     for path in files:
         digest.update(path.name.encode() + path.read_bytes())
@@ -169,6 +172,12 @@ def template_values(
         "FRAME_EMBEDDING_OUT": frame_embedding,
         "NUM_FRAMES_OUT": num_frames,
         "SCORES": contract.SCORES,
+        "SEGMENTS_MODEL": contract.SEGMENTS_MODEL,
+        "SEGMENTS_STATE": contract.SEGMENTS_STATE,
+        "SEGMENT_TIMES": contract.SEGMENT_TIMES,
+        "SEGMENT_SCORES": contract.SEGMENT_SCORES,
+        "SEGMENT_EMBEDDING": contract.SEGMENT_EMBEDDING,
+        "RESUME_AT": contract.RESUME_AT,
         "EMBEDDING": contract.EMBEDDING,
         "FRAME_SCORES": contract.FRAME_SCORES,
         "FRAME_EMBEDDING": contract.FRAME_EMBEDDING,
@@ -239,6 +248,7 @@ def render_configs(options: RepositoryOptions, values: dict) -> dict[str, str]:
         contract.ENCODER_MODEL: f"{contract.ENCODER_MODEL}.{encoder_engines}.pbtxt.in",
         contract.CLASSIFIER_MODEL: f"{contract.CLASSIFIER_MODEL}.{engines}.pbtxt.in",
         contract.ENSEMBLE_MODEL: f"{contract.ENSEMBLE_MODEL}.pbtxt.in",
+        contract.SEGMENTS_MODEL: f"{contract.SEGMENTS_MODEL}.pbtxt.in",
     }
     return {
         model: Template((TRITON_MODELS / template).read_text("utf-8")).substitute(values)
@@ -248,28 +258,43 @@ def render_configs(options: RepositoryOptions, values: dict) -> dict[str, str]:
 
 def python_models(flavour: str) -> dict[str, str]:
     """{model: the file in triton_models/ that is its model.py} for the models that run in the Python backend."""
-    models = {contract.PREPROCESS_MODEL: "preprocess.py"}
+    models = {contract.PREPROCESS_MODEL: "preprocess.py", contract.SEGMENTS_MODEL: "segments.py"}
     if flavour == "portable":
         models |= {contract.ENCODER_MODEL: "runtime_model.py", contract.CLASSIFIER_MODEL: "runtime_model.py"}
     return models
 
 
 def write_python_models(out: Path, flavour: str) -> None:
-    """model.py and the contract in each Python model's version folder; none left in the other models."""
+    """model.py and the modules it imports in each Python model's version folder; none left in the others."""
     python = python_models(flavour)
-    for model in (contract.PREPROCESS_MODEL, contract.ENCODER_MODEL, contract.CLASSIFIER_MODEL):
+    for model in python_models("portable"):  # every model that is a Python model in some flavour
         version_dir = out / model / "1"
         version_dir.mkdir(parents=True, exist_ok=True)
-        copies = {"model.py": TRITON_MODELS / python[model]} if model in python else {}
-        if copies:
-            copies[CONTRACT_COPY] = Path(contract.__file__)
-        if model != contract.PREPROCESS_MODEL and copies:
-            copies[RUNTIMES_COPY] = Path(runtimes.__file__)
-        for name in ("model.py", CONTRACT_COPY, RUNTIMES_COPY):
+        copies = {}
+        if model in python:
+            copies = {"model.py": TRITON_MODELS / python[model], CONTRACT_COPY: Path(contract.__file__)}
+            if model != contract.PREPROCESS_MODEL:
+                copies[RUNTIMES_COPY] = Path(runtimes.__file__)
+            if model == contract.SEGMENTS_MODEL:
+                copies |= {SEGMENTER_COPY: Path(segmenter.__file__)} | vad_files()
+        for name in ("model.py", CONTRACT_COPY, RUNTIMES_COPY, SEGMENTER_COPY, contract.VAD_FILE, VAD_LICENSE):
             if name in copies:
                 shutil.copy(copies[name], version_dir / name)
             else:  # nothing left from an earlier export of another flavour
                 (version_dir / name).unlink(missing_ok=True)
+
+
+def vad_files() -> dict[str, Path]:
+    """{name in the segments model's folder: file}: Silero VAD's ONNX model and its licence, from the
+    silero-vad wheel (installed without its dependencies: the ONNX file needs only onnxruntime)."""
+    spec = importlib.util.find_spec("silero_vad")  # found, not imported: its __init__ imports torch
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError(
+            "the segments model needs Silero VAD's ONNX file: pip install --no-deps silero-vad==6.2.3 (make setup does)"
+        )
+    package = Path(spec.origin).parent
+    licences = sorted(package.parent.glob("silero_vad-*.dist-info/licenses/LICENSE"))
+    return {contract.VAD_FILE: package / "data" / "silero_vad.onnx", VAD_LICENSE: licences[-1]}
 
 
 def export_models(

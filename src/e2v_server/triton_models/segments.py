@@ -1,0 +1,119 @@
+"""Triton Python model `emotion2vec_segments`: a recording's speech segments, each scored as an utterance.
+
+A request holds one piece of a recording: AUDIO [1, N] float32 at 16 kHz, and STATE, the state the previous
+piece's response gave (absent for the first piece). The request parameter last_piece (default true: the
+whole recording in one request) says whether more follows; the segmentation's options are request
+parameters too (emotion2vec_segmenter.SegmentOptions; the first piece's hold for the whole recording).
+
+Silero VAD (vad.onnx beside this file, in ONNX Runtime) and emotion2vec_segmenter cut the speech segments;
+each segment closed in this piece is scored by the emotion2vec ensemble on its own samples (BLS, all at
+once, so that the encoder batches them): its numbers are those of that audio sent alone. The response gives
+their times from the recording's start, their scores and embeddings, the STATE to send back with the next
+piece and RESUME_AT, the sample of the recording that next piece must start at (the audio from there on
+that a later segment may need; the server keeps no audio and no state between requests, so any replica
+can take the next piece).
+
+Stands alone in any Triton: numpy, onnxruntime, the backend utilities, and the files e2v-export copies
+beside it (emotion2vec_contract.py, emotion2vec_runtimes.py, emotion2vec_segmenter.py).
+"""
+
+import asyncio
+import json
+from pathlib import Path
+
+import emotion2vec_contract as contract
+import emotion2vec_runtimes as runtimes
+import emotion2vec_segmenter as segmenter
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        params = contract.string_parameters(config)
+        self.max_seconds = float(params[contract.PARAM_MAX_SECONDS])
+        widths = {tensor["name"]: int(tensor["dims"][-1]) for tensor in config["output"]}
+        self.num_labels, self.embedding_dim = widths[contract.SEGMENT_SCORES], widths[contract.SEGMENT_EMBEDDING]
+        vad_file = Path(args["model_repository"]) / args["model_version"] / contract.VAD_FILE
+        session = runtimes.open_model(vad_file, "onnxruntime", "fp32", threads=1)  # a small recurrent model
+        self.vad = segmenter.SileroVad(session.run)
+
+    async def execute(self, requests):
+        return list(await asyncio.gather(*(self.respond(request) for request in requests)))
+
+    async def respond(self, request):
+        try:
+            audio, piece_start, cutter, last = self.read(request)
+        except ValueError as exc:
+            return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG))
+        segments = cutter.feed(audio[cutter.fed - piece_start :])  # the samples the segmenter has not heard yet
+        if last:
+            segments += cutter.flush()
+        clips = [audio[s.start - piece_start : s.end - piece_start] for s in segments]
+        scored = await asyncio.gather(*(self.score(clip) for clip in clips))
+        failed = next((response for response in scored if response.has_error()), None)
+        if failed is not None:  # e.g. the encoder's queue is full: the caller retries this piece as it was
+            return pb_utils.InferenceResponse(error=failed.error())
+        outputs = {contract.SCORES: [], contract.EMBEDDING: []}
+        for response in scored:
+            for name, values in outputs.items():
+                values.append(pb_utils.get_output_tensor_by_name(response, name).as_numpy()[0])
+        times = np.array([[s.start, s.end] for s in segments], dtype=np.float64).reshape(-1, 2) / contract.SAMPLE_RATE
+        state = b"" if last else json.dumps(cutter.state() | {"resume_at": cutter.keep_from()}).encode()
+        tensors = [
+            pb_utils.Tensor(contract.SEGMENT_TIMES, times),
+            pb_utils.Tensor(contract.SEGMENT_SCORES, self.stacked(outputs[contract.SCORES], self.num_labels)),
+            pb_utils.Tensor(contract.SEGMENT_EMBEDDING, self.stacked(outputs[contract.EMBEDDING], self.embedding_dim)),
+            pb_utils.Tensor(contract.SEGMENTS_STATE, np.array([state], dtype=np.object_)),
+            pb_utils.Tensor(contract.RESUME_AT, np.array([-1 if last else cutter.keep_from()], dtype=np.int64)),
+        ]
+        return pb_utils.InferenceResponse(output_tensors=tensors)
+
+    def read(self, request):
+        """(the piece's samples, the sample it starts at, the segmenter to go on with, whether it is the last)."""
+        audio = pb_utils.get_input_tensor_by_name(request, contract.SEGMENTS_AUDIO).as_numpy()
+        if audio.ndim != 2 or audio.shape[0] != 1:
+            raise ValueError(f"{contract.SEGMENTS_AUDIO} must be one piece of one recording: [1, N], not {audio.shape}")
+        audio = audio[0]
+        if len(audio) > self.max_seconds * contract.SAMPLE_RATE:
+            raise ValueError(
+                f"a piece holds at most {self.max_seconds:g} s: send a longer recording in pieces (see RESUME_AT)"
+            )
+        if not np.isfinite(audio).all():
+            raise ValueError(f"{contract.SEGMENTS_AUDIO} holds NaN or infinite samples")
+        parameters = json.loads(request.parameters() or "{}")
+        last = parameters.get(contract.PARAM_LAST_PIECE, True)
+        if not isinstance(last, bool):
+            raise ValueError(f"{contract.PARAM_LAST_PIECE} must be true or false")
+        state_tensor = pb_utils.get_input_tensor_by_name(request, contract.SEGMENTS_STATE)
+        state_text = state_tensor.as_numpy().reshape(-1)[0] if state_tensor is not None else b""
+        if not state_text:  # the first piece
+            options = segmenter.SegmentOptions.parse(parameters, self.max_seconds)
+            return audio, 0, segmenter.Segmenter(self.vad, options), last
+        try:
+            state = json.loads(state_text)
+            options = segmenter.SegmentOptions(**state["options"])
+            piece_start = int(state["resume_at"])
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ValueError(f"{contract.SEGMENTS_STATE} is not a state this server gave: {exc}") from None
+        cutter = segmenter.Segmenter(self.vad, options, state)
+        if not piece_start <= cutter.fed <= piece_start + len(audio) or piece_start > cutter.keep_from():
+            raise ValueError(
+                f"this piece must start at sample {piece_start} of the recording ({contract.RESUME_AT} of the "
+                f"previous response) and reach past sample {cutter.fed}"
+            )
+        return audio, piece_start, cutter, last
+
+    async def score(self, clip: np.ndarray):
+        """The ensemble's answer for one segment's samples, sent as a request of its own."""
+        request = pb_utils.InferenceRequest(
+            model_name=contract.ENSEMBLE_MODEL,
+            requested_output_names=[contract.SCORES, contract.EMBEDDING],
+            inputs=[pb_utils.Tensor(contract.ENSEMBLE_INPUT, np.ascontiguousarray(clip[None, :], dtype=np.float32))],
+        )
+        return await request.async_exec()
+
+    @staticmethod
+    def stacked(rows: list, width: int) -> np.ndarray:
+        return np.stack(rows).astype(np.float32) if rows else np.zeros((0, width), dtype=np.float32)
