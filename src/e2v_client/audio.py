@@ -133,6 +133,10 @@ def check_scorable(clip: Clip) -> None:
             f"the audio is too short: {clip.seconds * 1000:.1f} ms; at least "
             f"{FRAME_RECEPTIVE_FIELD / SAMPLE_RATE * 1000:.0f} ms is needed"
         )
+
+
+def check_not_silent(clip: Clip) -> None:
+    """AudioError for silence: nothing to score as an utterance (at segment granularity it has no segments)."""
     peak = float(np.abs(clip.samples).max())
     if peak < SILENCE_PEAK:
         level = "digital silence" if peak == 0 else f"peak {20 * np.log10(peak):.0f} dBFS"

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from e2v_client import audio
 from e2v_client.client import AccessError, Emotion2vecClient, Prediction, RequestError, ServerError
-from e2v_client.outputs import SummaryRow, completed_sources, write_folder, write_summary
+from e2v_client.outputs import NO_SPEECH, SummaryRow, completed_sources, write_folder, write_segments, write_summary
 
 
 @dataclass
@@ -36,6 +36,7 @@ class BatchOptions:
 class BatchReport:
     rows: list[SummaryRow] = field(default_factory=list)
     summary_path: Path | None = None
+    segments_path: Path | None = None  # segment granularity: every file's segments
     audio_seconds: float = 0.0
     wall_seconds: float = 0.0
 
@@ -66,6 +67,8 @@ async def score_clip(
     client: Emotion2vecClient, clip: audio.Clip, options: BatchOptions, source: str
 ) -> tuple[Prediction, Path, SummaryRow]:
     """Score one decoded clip and write its outputs folder (e2v-client and e2v-web both come here)."""
+    if options.granularity != "segment":  # a silent recording has no speech segments, and that is an answer
+        audio.check_not_silent(clip)
     prediction = await client.score(clip.samples, options.granularity)
     info = client.info
     folder = await asyncio.to_thread(
@@ -83,10 +86,11 @@ async def score_clip(
     row = SummaryRow(
         source_file=source,
         folder=str(folder),
-        emotion=prediction.emotion,
+        emotion=prediction.emotion or "",
         confidence=round(prediction.confidence, 6),
         timestamp=datetime.now().strftime("%Y-%m-%d %H:%M:%S"),
         duration=round(clip.seconds, 3),
+        status="scored" if prediction.has_speech else NO_SPEECH,
     )
     return prediction, folder, row
 
@@ -153,5 +157,12 @@ async def run_batch(
         raise refused[0]
     report.rows = rows
     report.wall_seconds = time.monotonic() - start
-    report.summary_path = write_summary(options.output_dir, rows, started)
+    write_reports(report, options, started)
     return report
+
+
+def write_reports(report: BatchReport, options: BatchOptions, started: datetime) -> None:
+    """The run's summary CSV and, at segment granularity, its segments CSV, beside the outputs folders."""
+    report.summary_path = write_summary(options.output_dir, report.rows, started)
+    if options.granularity == "segment":
+        report.segments_path = write_segments(options.output_dir, report.rows, started)

@@ -1,6 +1,7 @@
 """e2v-client: score audio files with an emotion2vec Triton server and write the outputs folders.
 
 e2v-client clip.wav more/ --url 127.0.0.1:8001 --granularity frame --embedding
+e2v-client call.mp3 --granularity segment     # an emotion per speech segment, with timestamps
 e2v-client --files-from list.txt --resume
 e2v-client clip.wav --url gateway.example:8443 --root-cert gateway.crt --token-file token   # e2v-serve --public
 """
@@ -25,6 +26,7 @@ from e2v_client.client import (
     check_root_cert,
     read_token_file,
 )
+from e2v_client.outputs import NO_SPEECH
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_ERROR = 0, 1, 2
 
@@ -78,7 +80,13 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(prog="e2v-client", description=__doc__.split("\n\n")[0])
     parser.add_argument("inputs", nargs="*", help="audio files and directories (searched recursively)")
     parser.add_argument("--files-from", metavar="LIST", help="read more inputs from LIST, one per line ('-': stdin)")
-    parser.add_argument("--granularity", choices=GRANULARITIES, default="utterance")
+    parser.add_argument(
+        "--granularity",
+        choices=GRANULARITIES,
+        default="utterance",
+        help="utterance: one answer per file; frame: also 50 answers a second; segment: an answer per speech "
+        "segment, cut by the server's voice-activity detector, with timestamps (default: %(default)s)",
+    )
     parser.add_argument("--embedding", action="store_true", help="also write embedding.npy")
     parser.add_argument("--concurrency", type=int, default=8, help="requests in flight (default: %(default)s)")
     parser.add_argument(
@@ -162,12 +170,14 @@ async def main_async(args) -> int:
         progress.close()
         await client.close()
 
-    scored = sum(r.status == "scored" for r in report.rows)
+    scored = sum(r.status in ("scored", NO_SPEECH) for r in report.rows)
     skipped = sum(r.status == "skipped" for r in report.rows)
+    silent = sum(r.status == NO_SPEECH for r in report.rows)
     print(
-        f"e2v-client: {scored} scored, {skipped} skipped (already done), {len(report.failed)} failed; "
-        f"{report.audio_seconds:.1f} s of audio in {report.wall_seconds:.1f} s; outputs in {options.output_dir}/; "
-        f"summary {report.summary_path}"
+        f"e2v-client: {scored} scored" + (f" ({silent} without speech)" if silent else "") + f", {skipped} skipped "
+        f"(already done), {len(report.failed)} failed; {report.audio_seconds:.1f} s of audio in "
+        f"{report.wall_seconds:.1f} s; outputs in {options.output_dir}/; summary {report.summary_path}"
+        + (f"; segments {report.segments_path}" if report.segments_path else "")
     )
     return EXIT_SOME_FAILED if report.failed else EXIT_OK
 

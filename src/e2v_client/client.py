@@ -13,6 +13,11 @@ are the windows' frames concatenated; the utterance embedding is the mean of
 the window embeddings weighted by their frame counts (the mean of all frames),
 and the utterance scores are the server's classifier applied to that mean. A
 clip up to the maximum is one request and gets exactly the server's answer.
+
+Segments (granularity "segment"): the server's segments model cuts the recording into speech segments and
+scores each as an utterance; a recording longer than one request goes in pieces, each request handing back
+the state the previous response gave (the server keeps nothing between them). The recording's scores are
+the mean of its segments' scores weighted by their durations; a recording without speech has no segments.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from e2v_common import contract
 RETRYABLE = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED", "UNKNOWN")
 # INTERNAL errors that a restart fixes: a model's Python-backend stub died (e2v-serve restarts the server)
 RETRYABLE_INTERNAL = ("is not healthy",)
-GRANULARITIES = ("utterance", "frame")
+GRANULARITIES = ("utterance", "frame", "segment")
 # tritonclient's channel defaults, plus a short reconnect back-off: gRPC's own grows to minutes, so a
 # channel would keep failing long after a restarted server is back, outlasting our retries.
 CHANNEL_ARGS = [
@@ -175,8 +180,23 @@ class ModelInfo:
 
 
 @dataclass
+class Segment:
+    """One speech segment of a recording, scored as an utterance on its own samples."""
+
+    start: float  # seconds from the recording's start
+    end: float
+    scores: np.ndarray  # [L]
+    embedding: np.ndarray  # [D]
+
+    @property
+    def seconds(self) -> float:
+        return self.end - self.start
+
+
+@dataclass
 class Prediction:
-    """The server's answer for one clip: scores, embedding and, at frame granularity, frame outputs.
+    """The server's answer for one clip: scores, embedding and, at frame granularity, frame outputs; at segment
+    granularity its speech segments, the scores and embedding then being their duration-weighted means.
 
     Labels named unuse* (older checkpoints) are already left out.
     """
@@ -187,14 +207,23 @@ class Prediction:
     frame_scores: np.ndarray | None  # [T, L], frame granularity only
     frame_embedding: np.ndarray | None  # [T, D], frame granularity only
     windows: int = 1
+    segments: list[Segment] | None = None  # segment granularity only
 
     @property
-    def emotion(self) -> str:
-        return self.labels[int(np.argmax(self.scores))]
+    def has_speech(self) -> bool:
+        return self.segments is None or bool(self.segments)
+
+    @property
+    def emotion(self) -> str | None:
+        """The top label; None for a recording without speech."""
+        return self.labels[int(np.argmax(self.scores))] if self.has_speech else None
 
     @property
     def confidence(self) -> float:
-        return float(np.max(self.scores))
+        return float(np.max(self.scores)) if self.has_speech else 0.0
+
+    def label_of(self, scores: np.ndarray) -> str:
+        return self.labels[int(np.argmax(scores))]
 
 
 @dataclass
@@ -392,12 +421,17 @@ class Emotion2vecClient:
         size = math.ceil(num_samples / count)
         return [slice(start, min(start + size, num_samples)) for start in range(0, num_samples, size)]
 
-    async def score(self, samples: np.ndarray, granularity: str = "utterance") -> Prediction:
-        """Prediction, embedding and (for granularity 'frame') frame outputs of one 16 kHz mono clip."""
+    async def score(
+        self, samples: np.ndarray, granularity: str = "utterance", segment_options: dict | None = None
+    ) -> Prediction:
+        """Prediction, embedding and (for granularity 'frame') frame outputs of one 16 kHz mono clip; for
+        'segment' its speech segments, cut with segment_options (the segments model's parameters, by name)."""
         if granularity not in GRANULARITIES:
             raise ValueError(f"granularity must be one of {GRANULARITIES}")
         if self.info is None:
             await self.connect()
+        if granularity == "segment":
+            return await self._score_segments(samples, segment_options or {})
         frame = granularity == "frame"
         outputs = (contract.SCORES, contract.EMBEDDING, contract.NUM_FRAMES)
         if frame:
@@ -427,3 +461,55 @@ class Emotion2vecClient:
             frame_embedding=frame_embedding,
             windows=len(parts),
         )
+
+    async def _score_segments(self, samples: np.ndarray, options: dict) -> Prediction:
+        """The segments model on the recording, in pieces of at most the server's maximum duration."""
+        piece_samples = int(self.info.max_seconds * self.info.sample_rate)
+        start, state, segments = 0, b"", []
+        while True:
+            piece = samples[start : start + piece_samples]
+            last = start + len(piece) >= len(samples)
+            response = await self._infer_piece(piece, state, {**options, contract.PARAM_LAST_PIECE: last})
+            times, scores, embeddings = (response[name] for name in contract.SEGMENTS_OUTPUTS[:3])
+            segments += [
+                Segment(float(t[0]), float(t[1]), s, e) for t, s, e in zip(times, scores, embeddings, strict=True)
+            ]
+            if last:
+                break
+            resume_at = int(response[contract.RESUME_AT][0])
+            if not start < resume_at <= start + len(piece):
+                raise ServerError(f"the segments model asked to resume at sample {resume_at}, after {start}")
+            start, state = resume_at, response[contract.SEGMENTS_STATE][0]
+        return self._segment_prediction(segments)
+
+    async def _infer_piece(self, piece: np.ndarray, state: bytes, parameters: dict) -> dict[str, np.ndarray]:
+        audio = InferInput(contract.SEGMENTS_AUDIO, [1, len(piece)], "FP32")
+        audio.set_data_from_numpy(np.ascontiguousarray(piece[None, :], dtype=np.float32))
+        inputs = [audio]
+        if state:
+            carried = InferInput(contract.SEGMENTS_STATE, [1], "BYTES")
+            carried.set_data_from_numpy(np.array([state], dtype=np.object_))
+            inputs.append(carried)
+        requested = [InferRequestedOutput(name) for name in contract.SEGMENTS_OUTPUTS]
+        response = await self._call(
+            "segments",
+            lambda server: server.infer(
+                contract.SEGMENTS_MODEL, inputs, outputs=requested, parameters=parameters, client_timeout=self.timeout
+            ),
+        )
+        return {name: response.as_numpy(name) for name in contract.SEGMENTS_OUTPUTS}
+
+    def _segment_prediction(self, segments: list[Segment]) -> Prediction:
+        """The recording's prediction: the segments' scores and embeddings, weighted by their durations."""
+        keep = [i for i, label in enumerate(self.info.labels) if not contract.is_unused_label(label)]
+        for segment in segments:
+            segment.scores = segment.scores[keep]
+        if segments:
+            weights = [segment.seconds for segment in segments]
+            scores = np.average([s.scores for s in segments], axis=0, weights=weights).astype(np.float32)
+            embedding = np.average([s.embedding for s in segments], axis=0, weights=weights).astype(np.float32)
+        else:
+            scores = np.zeros(len(keep), dtype=np.float32)
+            embedding = np.zeros(self.info.embedding_dim, dtype=np.float32)
+        labels = [self.info.labels[i] for i in keep]
+        return Prediction(labels, scores, embedding, None, None, segments=segments)

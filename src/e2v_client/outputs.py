@@ -4,6 +4,11 @@ One folder per scored input: outputs_YYYYMMDD_HHMMSS[_N]/ with processed_audio.w
 result.json and, when asked, embedding.npy. A folder is written under a hidden
 temporary name and renamed into place when complete, so a folder whose name
 starts with "outputs_" is always complete; --resume relies on that.
+
+At segment granularity result.json adds `segments` (start, end, emotion, confidence, scores of each speech
+segment), its top-level emotion, confidence and scores are those of the segments' scores averaged with their
+durations as weights, and embedding.npy holds one row per segment. A batch writes the segments of all its
+files into segments_YYYYMMDD_HHMMSS.csv beside the summary.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ RESULT_FILE = "result.json"
 AUDIO_FILE = "processed_audio.wav"
 EMBEDDING_FILE = "embedding.npy"
 SUMMARY_COLUMNS = ("folder", "source_file", "emotion", "confidence", "timestamp", "duration", "status", "error")
+SEGMENT_COLUMNS = ("file", "start", "end", "emotion", "confidence")
+NO_SPEECH = "no speech"  # the status of a recording in which the segments model found no speech
 
 _naming_lock = threading.Lock()  # folder names are chosen one at a time within a process
 
@@ -48,9 +55,9 @@ def result_json(
     result = {
         "emotion": prediction.emotion,
         "confidence": round(prediction.confidence, 6),
-        "scores": as_dict(prediction.scores)
-        if granularity == "utterance"
-        else [as_dict(f) for f in prediction.frame_scores],
+        "scores": [as_dict(f) for f in prediction.frame_scores]
+        if granularity == "frame"
+        else as_dict(prediction.scores),
         "granularity": granularity,
         "timestamp": scored_at.strftime("%Y-%m-%d %H:%M:%S"),
         # extras (allowed by the spec)
@@ -61,6 +68,20 @@ def result_json(
     if granularity == "frame":
         result["utterance_scores"] = as_dict(prediction.scores)
         result["frames_per_second"] = frames_per_second
+    if granularity == "segment":
+        result["segments"] = [
+            {
+                "start": round(segment.start, 3),
+                "end": round(segment.end, 3),
+                "emotion": prediction.label_of(segment.scores),
+                "confidence": round(float(np.max(segment.scores)), 6),
+                "scores": as_dict(segment.scores),
+            }
+            for segment in prediction.segments
+        ]
+        result["speech_seconds"] = round(sum(segment.seconds for segment in prediction.segments), 3)
+        if not prediction.has_speech:
+            result["status"] = NO_SPEECH
     if prediction.windows > 1:
         result["windows"] = prediction.windows
     if random_weights:
@@ -87,14 +108,23 @@ def write_folder(
     try:
         write_wav(staging / AUDIO_FILE, clip)
         if embedding:
-            array = prediction.embedding if granularity == "utterance" else prediction.frame_embedding
-            np.save(staging / EMBEDDING_FILE, np.asarray(array, dtype=np.float32))
+            np.save(staging / EMBEDDING_FILE, embedding_array(prediction, granularity))
         result = result_json(prediction, granularity, scored_at, clip, source, model, random_weights, frames_per_second)
         (staging / RESULT_FILE).write_text(json.dumps(result, ensure_ascii=False, indent=2), "utf-8")
         return _publish(staging, root, scored_at)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def embedding_array(prediction: Prediction, granularity: str) -> np.ndarray:
+    """embedding.npy: (D,) for an utterance, (T, D) one row per frame, (S, D) one row per segment."""
+    if granularity == "frame":
+        return np.asarray(prediction.frame_embedding, dtype=np.float32)
+    if granularity == "segment":
+        rows = [segment.embedding for segment in prediction.segments]
+        return np.asarray(rows, dtype=np.float32).reshape(len(rows), len(prediction.embedding))
+    return np.asarray(prediction.embedding, dtype=np.float32)
 
 
 def _publish(staging: Path, root: Path, scored_at: datetime) -> Path:
@@ -142,15 +172,34 @@ class SummaryRow:
     confidence: float | str = ""
     timestamp: str = ""
     duration: float | str = ""
-    status: str = "scored"  # scored, skipped (already done, --resume) or failed
+    status: str = "scored"  # scored, no speech (segment granularity), skipped (already done, --resume) or failed
     error: str = ""
 
 
 def write_summary(root: str | Path, rows: list[SummaryRow], started: datetime) -> Path:
     """summary_YYYYMMDD_HHMMSS[_N].csv in root; never overwrites the summary of another run."""
+    return _write_csv(
+        root, "summary", started, SUMMARY_COLUMNS, ([getattr(r, c) for c in SUMMARY_COLUMNS] for r in rows)
+    )
+
+
+def write_segments(root: str | Path, rows: list[SummaryRow], started: datetime) -> Path:
+    """segments_YYYYMMDD_HHMMSS[_N].csv in root: one row per speech segment of each scored file, read back
+    from the files' result.json (so that files skipped by --resume are in it too)."""
+    lines = []
+    for row in rows:
+        if not row.folder:
+            continue
+        result = json.loads((Path(row.folder) / RESULT_FILE).read_text("utf-8"))
+        lines += [[row.source_file, s["start"], s["end"], s["emotion"], s["confidence"]] for s in result["segments"]]
+    return _write_csv(root, "segments", started, SEGMENT_COLUMNS, lines)
+
+
+def _write_csv(root: str | Path, prefix: str, started: datetime, columns: tuple[str, ...], lines) -> Path:
+    """PREFIX_YYYYMMDD_HHMMSS[_N].csv in root, never overwriting another run's."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    base, n = f"summary_{started.strftime('%Y%m%d_%H%M%S')}", 1
+    base, n = f"{prefix}_{started.strftime('%Y%m%d_%H%M%S')}", 1
     while True:
         path = root / (f"{base}.csv" if n == 1 else f"{base}_{n}.csv")
         try:
@@ -160,7 +209,6 @@ def write_summary(root: str | Path, rows: list[SummaryRow], started: datetime) -
             n += 1
     with f:
         writer = csv.writer(f)
-        writer.writerow(SUMMARY_COLUMNS)
-        for row in rows:
-            writer.writerow([getattr(row, column) for column in SUMMARY_COLUMNS])
+        writer.writerow(columns)
+        writer.writerows(lines)
     return path

@@ -25,7 +25,9 @@ def evaluate(checkpoint: LoadedCheckpoint, options: RepositoryOptions, audio_pat
     clips, skipped = [], []
     for path in expand_inputs(audio_paths):
         try:
-            clips.append(audio.load(path).samples)
+            clip = audio.load(path)
+            audio.check_not_silent(clip)
+            clips.append(clip.samples)
         except audio.AudioError as exc:
             skipped.append(f"{path}: {exc}")
     if not clips:

@@ -212,7 +212,9 @@ def audio_sets(audio_paths: list[str] | None) -> AudioSets:
     clips = []
     for path in expand_inputs(audio_paths)[:MAX_USER_CLIPS]:
         try:
-            clips.append(audio.load(path).samples[: int(MAX_USER_CLIP_S * contract.SAMPLE_RATE)])
+            clip = audio.load(path)
+            audio.check_not_silent(clip)
+            clips.append(clip.samples[: int(MAX_USER_CLIP_S * contract.SAMPLE_RATE)])
         except audio.AudioError as exc:  # named, then left out: the other clips still judge the candidates
             print(f"--tune: skipped {path}: {exc}", flush=True)
     clips = [clip for clip in clips if len(clip) >= contract.FRAME_RECEPTIVE_FIELD]
