@@ -24,6 +24,7 @@ from expected import REAL_LABELS
 
 ROOT = Path(__file__).resolve().parents[1]
 CURL_SCRIPT = ROOT / "examples" / "curl" / "score.sh"
+CURL_TIMELINE = ROOT / "examples" / "curl" / "timeline.sh"
 NODE_DIR = ROOT / "examples" / "node"
 WRONG_TOKEN = "w" * 43  # well-formed, not the server's
 TOLERANCE = 1e-5
@@ -77,7 +78,7 @@ def wrong_token_file(tmp_path) -> Path:
 
 
 def run_curl_script(
-    public_server, clip: Clip, token_file: Path, tmp_path: Path
+    public_server, clip: Clip, token_file: Path, tmp_path: Path, script: Path = CURL_SCRIPT
 ) -> tuple[subprocess.CompletedProcess, str]:
     """score.sh as a user runs it, with curl wrapped to record its arguments (where `ps` would show a token)."""
     shim = tmp_path / "bin"
@@ -92,7 +93,7 @@ def run_curl_script(
         "E2V_TOKEN_FILE": str(token_file),
         "E2V_ROOT_CERT": str(public_server.root_cert),
     }
-    done = subprocess.run([str(CURL_SCRIPT), str(clip.f32)], capture_output=True, text=True, env=env, timeout=120)
+    done = subprocess.run([str(script), str(clip.f32)], capture_output=True, text=True, env=env, timeout=120)
     return done, args_log.read_text() if args_log.exists() else ""
 
 
@@ -137,12 +138,45 @@ def test_curl_script_refuses_a_wrong_token_plainly(public_server, clip, wrong_to
     assert WRONG_TOKEN not in curl_args
 
 
-def test_the_docs_show_the_curl_script_verbatim():
-    """docs/api.md's bash block is the script the tests run, so the text a reader copies cannot rot."""
-    script = CURL_SCRIPT.read_text()
+@pytest.mark.parametrize("script", [CURL_SCRIPT, CURL_TIMELINE], ids=["score.sh", "timeline.sh"])
+def test_the_docs_show_the_curl_scripts_verbatim(script):
+    """docs/api.md's bash blocks are the scripts the tests run, so the text a reader copies cannot rot."""
     blocks = re.findall(r"^```bash\n(.*?)^```$", (ROOT / "docs" / "api.md").read_text(), re.MULTILINE | re.DOTALL)
-    shown = script in blocks
-    assert shown, "docs/api.md must show examples/curl/score.sh verbatim in a ```bash block"
+    assert script.read_text() in blocks, (
+        f"docs/api.md must show examples/curl/{script.name} verbatim in a ```bash block"
+    )
+
+
+def test_curl_timeline_script_gives_the_clients_segments(public_server, tmp_path):
+    """A recording longer than one request (two pieces, the state handed back) through the gateway: the segments
+    and emotions e2v-client's library gets over gRPC."""
+    import asyncio
+
+    from e2v_client import audio
+    from e2v_client.client import Emotion2vecClient
+
+    clips = [audio.load(p).samples for p in sorted((ROOT / "examples").glob("*.*")) if p.suffix != ".md"]
+    gap = np.zeros(contract.SAMPLE_RATE, np.float32)
+    samples = np.concatenate([gap, *[x for c in clips * 3 for x in (c, gap)]])
+    assert 35 < len(samples) / contract.SAMPLE_RATE < 60  # two pieces of at most 30 s
+    recording = Clip(tmp_path / "unused.wav", tmp_path / "recording.f32", samples)
+    samples.astype("<f4").tofile(recording.f32)
+    done, curl_args = run_curl_script(public_server, recording, public_server.token_file, tmp_path, CURL_TIMELINE)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+
+    async def library():
+        async with Emotion2vecClient(public_server.triton_grpc_url) as client:
+            return await client.score(samples, "segment")
+
+    prediction = asyncio.run(library())
+    lines = [line.split() for line in done.stdout.splitlines()]
+    assert len(lines) == len(prediction.segments) >= 6
+    for (times, emotion, confidence), segment in zip(lines, prediction.segments, strict=True):
+        start, end = map(float, times.split("-"))
+        assert (start, end) == pytest.approx((segment.start, segment.end), abs=1e-9)
+        assert emotion == prediction.label_of(segment.scores)
+        assert float(confidence) == pytest.approx(float(segment.scores.max()), abs=TOLERANCE)
+    assert curl_args.count("https://") == 3 and public_server.token not in curl_args  # the config, two pieces
 
 
 @needs_node
