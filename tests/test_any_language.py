@@ -97,13 +97,13 @@ def run_curl_script(
     return done, args_log.read_text() if args_log.exists() else ""
 
 
-def run_node(public_server, clip: Clip, token_file: Path) -> subprocess.CompletedProcess:
+def run_node(public_server, clip: Clip, token_file: Path, *options: str) -> subprocess.CompletedProcess:
     if not (NODE_DIR / "node_modules").is_dir():
         pytest.fail("examples/node/node_modules is missing: run make setup (or npm ci in examples/node)")
     # localhost, a name in the gateway's certificate: an IP address makes Node warn (DEP0123), see its README
     url = f"localhost:{public_server.url.rsplit(':', 1)[1]}"
     command = ["node", "examples/node/score.js", "--url", url, "--root-cert", str(public_server.root_cert)]
-    command += ["--token-file", str(token_file), str(clip.wav)]
+    command += ["--token-file", str(token_file), *options, str(clip.wav)]
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
 
 
@@ -147,9 +147,10 @@ def test_the_docs_show_the_curl_scripts_verbatim(script):
     )
 
 
-def test_curl_timeline_script_gives_the_clients_segments(public_server, tmp_path):
-    """A recording longer than one request (two pieces, the state handed back) through the gateway: the segments
-    and emotions e2v-client's library gets over gRPC."""
+@pytest.fixture(scope="module")
+def recording(public_server, tmp_path_factory) -> tuple[Clip, object]:
+    """A recording longer than one request (two pieces of at most 30 s: the state is handed back once), and the
+    segments e2v-client's library gets for it over loopback gRPC."""
     import asyncio
 
     from e2v_client import audio
@@ -158,25 +159,44 @@ def test_curl_timeline_script_gives_the_clients_segments(public_server, tmp_path
     clips = [audio.load(p).samples for p in sorted((ROOT / "examples").glob("*.*")) if p.suffix != ".md"]
     gap = np.zeros(contract.SAMPLE_RATE, np.float32)
     samples = np.concatenate([gap, *[x for c in clips * 3 for x in (c, gap)]])
-    assert 35 < len(samples) / contract.SAMPLE_RATE < 60  # two pieces of at most 30 s
-    recording = Clip(tmp_path / "unused.wav", tmp_path / "recording.f32", samples)
+    assert 35 < len(samples) / contract.SAMPLE_RATE < 60
+    folder = tmp_path_factory.mktemp("recording")
+    recording = Clip(folder / "recording.wav", folder / "recording.f32", samples)
+    wavfile.write(recording.wav, contract.SAMPLE_RATE, np.round(samples * 32768).astype(np.int16))
     samples.astype("<f4").tofile(recording.f32)
-    done, curl_args = run_curl_script(public_server, recording, public_server.token_file, tmp_path, CURL_TIMELINE)
-    assert done.returncode == 0 and done.stderr == "", done.stderr
 
     async def library():
         async with Emotion2vecClient(public_server.triton_grpc_url) as client:
             return await client.score(samples, "segment")
 
-    prediction = asyncio.run(library())
-    lines = [line.split() for line in done.stdout.splitlines()]
+    return recording, asyncio.run(library())
+
+
+def assert_timeline(printed: str, prediction) -> None:
+    """Lines "START-END EMOTION CONFIDENCE" that are the library's segments."""
+    lines = [line.split() for line in printed.splitlines()]
     assert len(lines) == len(prediction.segments) >= 6
     for (times, emotion, confidence), segment in zip(lines, prediction.segments, strict=True):
         start, end = map(float, times.split("-"))
         assert (start, end) == pytest.approx((segment.start, segment.end), abs=1e-9)
         assert emotion == prediction.label_of(segment.scores)
         assert float(confidence) == pytest.approx(float(segment.scores.max()), abs=TOLERANCE)
+
+
+def test_curl_timeline_script_gives_the_clients_segments(public_server, recording, tmp_path):
+    clip, prediction = recording
+    done, curl_args = run_curl_script(public_server, clip, public_server.token_file, tmp_path, CURL_TIMELINE)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert_timeline(done.stdout, prediction)
     assert curl_args.count("https://") == 3 and public_server.token not in curl_args  # the config, two pieces
+
+
+@needs_node
+def test_node_client_gives_the_clients_segments(public_server, recording):
+    clip, prediction = recording
+    done = run_node(public_server, clip, public_server.token_file, "--segments")
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert_timeline(done.stdout, prediction)
 
 
 @needs_node

@@ -1,8 +1,10 @@
 #!/usr/bin/env node
 // Score one clip with the emotion2vec service through its gateway: KServe v2 gRPC, TLS, bearer token.
 //   node score.js --url HOST:PORT --root-cert FILE --token-file FILE clip.wav
+//   node score.js --url HOST:PORT --root-cert FILE --token-file FILE --segments recording.wav
 // clip.wav: 16 kHz mono 16-bit PCM, one utterance (30 s at most by default), e.g. from
 //   ffmpeg -i clip.m4a -ac 1 -ar 16000 -c:a pcm_s16le clip.wav
+// --segments: the timeline of a recording of any length, "START-END EMOTION CONFIDENCE" per speech segment.
 "use strict";
 const fs = require("node:fs");
 const path = require("node:path");
@@ -11,7 +13,8 @@ const grpc = require("@grpc/grpc-js");
 const protoLoader = require("@grpc/proto-loader");
 
 const MODEL = "emotion2vec";
-const USAGE = "usage: node score.js --url HOST:PORT --root-cert FILE --token-file FILE clip.wav";
+const SEGMENTS_MODEL = "emotion2vec_segments";
+const USAGE = "usage: node score.js --url HOST:PORT --root-cert FILE --token-file FILE [--segments] clip.wav";
 
 class UserError extends Error {}
 
@@ -73,11 +76,51 @@ const call = (client, method, request) =>
     client[method](request, { deadline: Date.now() + 60_000 }, (error, response) =>
       error ? reject(error) : resolve(response)));
 
+// The top label of scores[0..n) and its score.
+function top(labels, score) {
+  const best = labels.reduce((a, label, i) => (score(i) > score(a) ? i : a), 0);
+  return [labels[best], score(best)];
+}
+
+// The recording's speech segments: it goes in pieces of at most max_seconds; each answer gives the segments
+// closed so far, the STATE to send back with the next piece and RESUME_AT, the sample that piece starts at.
+async function printTimeline(client, labels, maxSeconds, audio) {
+  const pieceBytes = 4 * Math.floor(maxSeconds * 16000);
+  let start = 0; // in samples
+  let state = null; // the previous answer's STATE, as raw BYTES (4-byte length, then the bytes)
+  for (;;) {
+    const piece = audio.subarray(4 * start, 4 * start + pieceBytes);
+    const last = 4 * start + pieceBytes >= audio.length;
+    const inputs = [{ name: "AUDIO", datatype: "FP32", shape: [1, piece.length / 4] }];
+    const raw = [piece];
+    if (state) {
+      inputs.push({ name: "STATE", datatype: "BYTES", shape: [1] });
+      raw.push(state);
+    }
+    const response = await call(client, "ModelInfer", {
+      model_name: SEGMENTS_MODEL, inputs, raw_input_contents: raw, parameters: { last_piece: { bool_param: last } },
+    });
+    const output = (name) => response.raw_output_contents[response.outputs.findIndex((o) => o.name === name)];
+    const times = output("SEGMENT_TIMES"); // [S, 2] float64 seconds
+    const scores = output("SEGMENT_SCORES"); // [S, labels] float32
+    for (let i = 0; i < times.length / 16; i++) {
+      const [label, score] = top(labels, (k) => scores.readFloatLE(4 * (i * labels.length + k)));
+      console.log(`${times.readDoubleLE(16 * i)}-${times.readDoubleLE(16 * i + 8)} ${label} ${score}`);
+    }
+    if (last) return;
+    start = Number(output("RESUME_AT").readBigInt64LE(0));
+    state = output("STATE");
+  }
+}
+
 async function main() {
   let options;
   try {
     options = parseArgs({
-      options: { url: { type: "string" }, "root-cert": { type: "string" }, "token-file": { type: "string" } },
+      options: {
+        url: { type: "string" }, "root-cert": { type: "string" }, "token-file": { type: "string" },
+        segments: { type: "boolean" },
+      },
       allowPositionals: true,
     });
   } catch (error) {
@@ -93,6 +136,10 @@ async function main() {
     // the labels, in score order, are a parameter of the model's config
     const { config } = await call(client, "ModelConfig", { name: MODEL });
     const labels = config.parameters.labels.string_value.split(",");
+    if (values.segments) {
+      await printTimeline(client, labels, Number(config.parameters.max_seconds.string_value), audio);
+      return;
+    }
     const response = await call(client, "ModelInfer", {
       model_name: MODEL,
       inputs: [{ name: "AUDIO", datatype: "FP32", shape: [1, audio.length / 4] }],
@@ -101,9 +148,9 @@ async function main() {
     });
     const raw = response.raw_output_contents[response.outputs.findIndex((o) => o.name === "SCORES")];
     const scores = Object.fromEntries(labels.map((label, i) => [label, raw.readFloatLE(4 * i)]));
-    const top = labels.reduce((best, label) => (scores[label] > scores[best] ? label : best));
+    const [label, score] = top(labels, (i) => raw.readFloatLE(4 * i));
     console.log(JSON.stringify(scores, null, 2));
-    console.log(`top: ${top} ${scores[top].toFixed(4)}`);
+    console.log(`top: ${label} ${score.toFixed(4)}`);
   } finally {
     client.close();
   }
