@@ -181,3 +181,51 @@ def test_pieces_and_state_are_checked(tiny_server):
     ]:
         with pytest.raises(Exception, match=words):
             call(bad, **({"max_segment_s": 25.0} if bad is None else {}))
+
+
+def test_separate_channels_give_each_its_own_timeline(tiny_server, tmp_path):
+    """A call recorded on two channels (agent left, customer right): --channels separate gives each channel's
+    segments, tagged with it, in one result.json; they are those of each channel scored as a recording alone."""
+    clips = [audio.load(p).samples for p in sorted((ROOT / "examples").glob("*.*")) if p.suffix != ".md"]
+    gap = np.zeros(contract.SAMPLE_RATE, np.float32)
+    left = np.concatenate([gap, clips[0], gap, np.zeros_like(clips[1]), gap, clips[2], gap])
+    right = np.concatenate([gap, np.zeros_like(clips[0]), gap, clips[1], gap, np.zeros_like(clips[2]), gap])
+    stereo = tmp_path / "call.wav"
+    soundfile.write(stereo, np.stack([left, right], axis=1), contract.SAMPLE_RATE, subtype="PCM_16")
+    for side, samples in (("left", left), ("right", right)):
+        soundfile.write(tmp_path / f"{side}.wav", samples, contract.SAMPLE_RATE, subtype="PCM_16")
+    out = tmp_path / "outputs"
+    done = run_client(
+        tiny_server.grpc_url, stereo, "--granularity", "segment", "--channels", "separate", "--output-dir", out
+    )
+    assert done.returncode == 0, done.stderr
+    (result_path,) = out.glob(f"{FOLDER_PREFIX}*/{RESULT_FILE}")
+    result = json.loads(result_path.read_text("utf-8"))
+    assert result["channels"] == "separate" and {s["channel"] for s in result["segments"]} == {0, 1}
+    alone = tmp_path / "alone"
+    assert (
+        run_client(
+            tiny_server.grpc_url,
+            tmp_path / "left.wav",
+            tmp_path / "right.wav",
+            "--granularity",
+            "segment",
+            "--output-dir",
+            alone,
+        ).returncode
+        == 0
+    )
+    by_side = {}
+    for path in alone.glob(f"{FOLDER_PREFIX}*/{RESULT_FILE}"):
+        single = json.loads(path.read_text("utf-8"))
+        by_side[Path(single["source_file"]).stem] = single["segments"]
+    for channel, side in enumerate(("left", "right")):
+        mine = [{k: v for k, v in s.items() if k != "channel"} for s in result["segments"] if s["channel"] == channel]
+        assert mine == by_side[side] and mine
+    (segments_csv,) = out.glob("segments_*.csv")
+    with open(segments_csv, newline="") as f:
+        assert sorted(int(row["channel"]) for row in csv.DictReader(f)) == sorted(
+            s["channel"] for s in result["segments"]
+        )
+    refused = run_client(tiny_server.grpc_url, stereo, "--channels", "separate", "--output-dir", out)
+    assert refused.returncode == 2 and "--granularity segment" in refused.stderr

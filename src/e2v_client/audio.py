@@ -49,6 +49,7 @@ class AudioError(ValueError):
 @dataclass
 class Clip:
     samples: np.ndarray  # float32, 16 kHz mono, values k / 32768 (16-bit PCM)
+    channels: list[np.ndarray] | None = None  # each channel on its own, as samples (kept only when asked)
 
     @property
     def seconds(self) -> float:
@@ -96,8 +97,9 @@ def _read_ffmpeg(data: bytes) -> tuple[np.ndarray, int]:
     return np.concatenate(chunks, axis=1).T, rate
 
 
-def decode(data: bytes, name: str = "audio") -> Clip:
-    """Decode the bytes of an audio file to a 16 kHz mono clip; AudioError if it cannot be scored."""
+def decode(data: bytes, name: str = "audio", keep_channels: bool = False) -> Clip:
+    """Decode the bytes of an audio file to a 16 kHz mono clip (and, with keep_channels, each channel of a
+    multichannel file on its own); AudioError if it cannot be scored."""
     if len(data) == 0:
         raise AudioError("the file is empty (0 bytes)")
     try:
@@ -109,20 +111,27 @@ def decode(data: bytes, name: str = "audio") -> Clip:
             raise
         except Exception as exc:
             raise AudioError(f"cannot decode {name} as audio ({type(exc).__name__}: {exc})") from None
-    return from_samples(samples, rate)
+    return from_samples(samples, rate, keep_channels)
 
 
-def from_samples(samples: np.ndarray, rate: int) -> Clip:
-    """A 16 kHz mono 16-bit clip from float samples [n] or [n, channels] at any rate; AudioError if unscorable."""
+def from_samples(samples: np.ndarray, rate: int, keep_channels: bool = False) -> Clip:
+    """A 16 kHz mono 16-bit clip from float samples [n] or [n, channels] at any rate (with keep_channels, also
+    each channel of a multichannel one on its own); AudioError if unscorable."""
     samples = np.asarray(samples, dtype=np.float64)
     samples = samples[:, None] if samples.ndim == 1 else samples
-    mono = samples.mean(axis=1)  # as FunASR mixes channels
-    if rate != SAMPLE_RATE and len(mono):
-        mono = soxr.resample(mono, rate, SAMPLE_RATE, quality="HQ")
-    pcm = np.clip(np.round(mono * 32768), -32768, 32767)
-    clip = Clip((pcm / 32768).astype(np.float32))
+    clip = Clip(to_16k_pcm(samples.mean(axis=1), rate))  # channels mixed, as FunASR mixes them
+    if keep_channels and samples.shape[1] > 1:
+        clip.channels = [to_16k_pcm(channel, rate) for channel in samples.T]
     check_scorable(clip)
     return clip
+
+
+def to_16k_pcm(signal: np.ndarray, rate: int) -> np.ndarray:
+    """One channel at 16 kHz, rounded to 16-bit PCM values (k / 32768): what processed_audio.wav holds."""
+    if rate != SAMPLE_RATE and len(signal):
+        signal = soxr.resample(signal, rate, SAMPLE_RATE, quality="HQ")
+    pcm = np.clip(np.round(signal * 32768), -32768, 32767)
+    return (pcm / 32768).astype(np.float32)
 
 
 def check_scorable(clip: Clip) -> None:
@@ -143,13 +152,13 @@ def check_not_silent(clip: Clip) -> None:
         raise AudioError(f"the audio is silent ({level}): nothing to score")
 
 
-def load(path: str | Path) -> Clip:
+def load(path: str | Path, keep_channels: bool = False) -> Clip:
     path = Path(path)
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise AudioError(f"cannot read {path}: {exc.strerror or exc}") from None
-    return decode(data, path.name)
+    return decode(data, path.name, keep_channels)
 
 
 def write_wav(path: str | Path, clip: Clip) -> None:

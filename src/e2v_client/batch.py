@@ -30,6 +30,7 @@ class BatchOptions:
     embedding: bool = False
     concurrency: int = 8  # requests in flight
     resume: bool = False
+    channels: str = "mix"  # mix: channels averaged to mono; separate (segment granularity): a timeline each
 
 
 @dataclass
@@ -69,7 +70,10 @@ async def score_clip(
     """Score one decoded clip and write its outputs folder (e2v-client and e2v-web both come here)."""
     if options.granularity != "segment":  # a silent recording has no speech segments, and that is an answer
         audio.check_not_silent(clip)
-    prediction = await client.score(clip.samples, options.granularity)
+    if options.channels == "separate" and clip.channels:
+        prediction = await client.score_channels(clip.channels)
+    else:
+        prediction = await client.score(clip.samples, options.granularity)
     info = client.info
     folder = await asyncio.to_thread(
         write_folder,
@@ -82,6 +86,7 @@ async def score_clip(
         info.description,
         info.random_weights,
         info.frames_per_second,
+        options.channels,
     )
     row = SummaryRow(
         source_file=source,
@@ -98,7 +103,7 @@ async def score_clip(
 async def score_file(client: Emotion2vecClient, path: Path, options: BatchOptions) -> SummaryRow:
     source = str(path.resolve())
     try:
-        clip = await asyncio.to_thread(audio.load, path)
+        clip = await asyncio.to_thread(audio.load, path, options.channels == "separate")
         return (await score_clip(client, clip, options, source))[2]
     except (audio.AudioError, RequestError) as exc:
         return SummaryRow(source_file=source, status="failed", error=str(exc))
@@ -117,7 +122,8 @@ async def run_batch(
     """Score the inputs; raises AccessError (after the requests in flight) if the server refuses this client."""
     started = datetime.now()
     start = time.monotonic()
-    done = completed_sources(options.output_dir, options.granularity, options.embedding) if options.resume else {}
+    done = completed_sources(options.output_dir, options.granularity, options.embedding, options.channels)
+    done = done if options.resume else {}
     report = BatchReport()
     rows: list[SummaryRow | None] = [None] * len(inputs)
     limit = asyncio.Semaphore(options.concurrency)

@@ -87,6 +87,13 @@ def parse_args(argv):
         help="utterance: one answer per file; frame: also 50 answers a second; segment: an answer per speech "
         "segment, cut by the server's voice-activity detector, with timestamps (default: %(default)s)",
     )
+    parser.add_argument(
+        "--channels",
+        choices=("mix", "separate"),
+        default="mix",
+        help="mix: average a multichannel file to mono; separate (with --granularity segment): a timeline per "
+        "channel, each segment with its channel, as a call centre's agent and customer (default: %(default)s)",
+    )
     parser.add_argument("--embedding", action="store_true", help="also write embedding.npy")
     parser.add_argument("--concurrency", type=int, default=8, help="requests in flight (default: %(default)s)")
     parser.add_argument(
@@ -99,6 +106,8 @@ def parse_args(argv):
         parser.error("give audio files or directories, or --files-from LIST")
     if args.concurrency < 1:
         parser.error("--concurrency must be at least 1")
+    if args.channels == "separate" and args.granularity != "segment":
+        parser.error("--channels separate gives each channel its own timeline: use it with --granularity segment")
     return args
 
 
@@ -132,7 +141,9 @@ async def main_async(args) -> int:
     if not inputs:
         print("e2v-client: no audio files found in the inputs given", file=sys.stderr)
         return EXIT_ERROR
-    options = BatchOptions(Path(args.output_dir), args.granularity, args.embedding, args.concurrency, args.resume)
+    options = BatchOptions(
+        Path(args.output_dir), args.granularity, args.embedding, args.concurrency, args.resume, args.channels
+    )
     client = await connected_client(args)
     if client is None:
         return EXIT_ERROR

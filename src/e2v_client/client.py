@@ -23,6 +23,7 @@ the mean of its segments' scores weighted by their durations; a recording withou
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import random
 import re
@@ -187,6 +188,7 @@ class Segment:
     end: float
     scores: np.ndarray  # [L]
     embedding: np.ndarray  # [D]
+    channel: int | None = None  # the channel it was heard on, when each channel has its own timeline
 
     @property
     def seconds(self) -> float:
@@ -431,7 +433,7 @@ class Emotion2vecClient:
         if self.info is None:
             await self.connect()
         if granularity == "segment":
-            return await self._score_segments(samples, segment_options or {})
+            return self._segment_prediction(await self._segments(samples, segment_options or {}))
         frame = granularity == "frame"
         outputs = (contract.SCORES, contract.EMBEDDING, contract.NUM_FRAMES)
         if frame:
@@ -462,7 +464,19 @@ class Emotion2vecClient:
             windows=len(parts),
         )
 
-    async def _score_segments(self, samples: np.ndarray, options: dict) -> Prediction:
+    async def score_channels(self, channels: list[np.ndarray], segment_options: dict | None = None) -> Prediction:
+        """Segment granularity with a timeline per channel (a call's agent and customer on their own channels):
+        each segment carries its channel; the recording's answer weighs the segments of every channel."""
+        if self.info is None:
+            await self.connect()
+        segments = []
+        for index, samples in enumerate(channels):
+            found = await self._segments(samples, segment_options or {})
+            segments += [dataclasses.replace(segment, channel=index) for segment in found]
+        segments.sort(key=lambda segment: (segment.start, segment.channel))
+        return self._segment_prediction(segments)
+
+    async def _segments(self, samples: np.ndarray, options: dict) -> list[Segment]:
         """The segments model on the recording, in pieces of at most the server's maximum duration."""
         piece_samples = int(self.info.max_seconds * self.info.sample_rate)
         start, state, segments = 0, b"", []
@@ -480,7 +494,7 @@ class Emotion2vecClient:
             if not start < resume_at <= start + len(piece):
                 raise ServerError(f"the segments model asked to resume at sample {resume_at}, after {start}")
             start, state = resume_at, response[contract.SEGMENTS_STATE][0]
-        return self._segment_prediction(segments)
+        return segments
 
     async def _infer_piece(self, piece: np.ndarray, state: bytes, parameters: dict) -> dict[str, np.ndarray]:
         audio = InferInput(contract.SEGMENTS_AUDIO, [1, len(piece)], "FP32")

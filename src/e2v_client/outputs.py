@@ -33,7 +33,7 @@ RESULT_FILE = "result.json"
 AUDIO_FILE = "processed_audio.wav"
 EMBEDDING_FILE = "embedding.npy"
 SUMMARY_COLUMNS = ("folder", "source_file", "emotion", "confidence", "timestamp", "duration", "status", "error")
-SEGMENT_COLUMNS = ("file", "start", "end", "emotion", "confidence")
+SEGMENT_COLUMNS = ("file", "start", "end", "emotion", "confidence", "channel")
 NO_SPEECH = "no speech"  # the status of a recording in which the segments model found no speech
 
 _naming_lock = threading.Lock()  # folder names are chosen one at a time within a process
@@ -48,6 +48,7 @@ def result_json(
     model: str,
     random_weights: bool,
     frames_per_second: float,
+    channels: str = "mix",
 ) -> dict:
     def as_dict(values):
         return {label: round(float(v), 6) for label, v in zip(prediction.labels, values, strict=True)}
@@ -77,8 +78,11 @@ def result_json(
                 "confidence": round(float(np.max(segment.scores)), 6),
                 "scores": as_dict(segment.scores),
             }
+            | ({} if segment.channel is None else {"channel": segment.channel})
             for segment in prediction.segments
         ]
+        if channels != "mix":
+            result["channels"] = channels
         result["speech_seconds"] = round(sum(segment.seconds for segment in prediction.segments), 3)
         if not prediction.has_speech:
             result["status"] = NO_SPEECH
@@ -99,6 +103,7 @@ def write_folder(
     model: str,
     random_weights: bool = False,
     frames_per_second: float = 50.0,
+    channels: str = "mix",
 ) -> Path:
     """Write one complete outputs folder and return its path."""
     root = Path(root)
@@ -109,7 +114,9 @@ def write_folder(
         write_wav(staging / AUDIO_FILE, clip)
         if embedding:
             np.save(staging / EMBEDDING_FILE, embedding_array(prediction, granularity))
-        result = result_json(prediction, granularity, scored_at, clip, source, model, random_weights, frames_per_second)
+        result = result_json(
+            prediction, granularity, scored_at, clip, source, model, random_weights, frames_per_second, channels
+        )
         (staging / RESULT_FILE).write_text(json.dumps(result, ensure_ascii=False, indent=2), "utf-8")
         return _publish(staging, root, scored_at)
     except BaseException:
@@ -144,7 +151,7 @@ def _publish(staging: Path, root: Path, scored_at: datetime) -> Path:
             n += 1
 
 
-def completed_sources(root: str | Path, granularity: str, embedding: bool) -> dict[str, Path]:
+def completed_sources(root: str | Path, granularity: str, embedding: bool, channels: str = "mix") -> dict[str, Path]:
     """{source file: folder} for inputs already scored with these settings (for --resume)."""
     done = {}
     for result_path in sorted(Path(root).glob(f"{FOLDER_PREFIX}*/{RESULT_FILE}")):
@@ -155,6 +162,7 @@ def completed_sources(root: str | Path, granularity: str, embedding: bool) -> di
             continue
         complete = (
             result.get("granularity") == granularity
+            and result.get("channels", "mix") == channels
             and (folder / AUDIO_FILE).is_file()
             and (folder / AUDIO_FILE).stat().st_size > 44
             and (not embedding or (folder / EMBEDDING_FILE).is_file())
@@ -191,7 +199,10 @@ def write_segments(root: str | Path, rows: list[SummaryRow], started: datetime) 
         if not row.folder:
             continue
         result = json.loads((Path(row.folder) / RESULT_FILE).read_text("utf-8"))
-        lines += [[row.source_file, s["start"], s["end"], s["emotion"], s["confidence"]] for s in result["segments"]]
+        lines += [
+            [row.source_file, s["start"], s["end"], s["emotion"], s["confidence"], s.get("channel", "")]
+            for s in result["segments"]
+        ]
     return _write_csv(root, "segments", started, SEGMENT_COLUMNS, lines)
 
 
