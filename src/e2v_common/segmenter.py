@@ -4,7 +4,8 @@ A voice-activity detector (Silero VAD, SileroVad below) gives a speech probabili
 hysteresis turns them into segments: speech starts at a chunk >= threshold and ends after min_silence_s
 below neg_threshold; segments shorter than min_speech_s are dropped; each gets pad_s on both sides (half
 the gap where two segments are closer than that); speech longer than max_segment_s is cut at its quietest
-chunk within the last max_segment_s / 2 (the lowest 3-chunk mean probability, energy breaking ties).
+chunk within the last max_segment_s / 2 (the lowest 3-chunk mean probability, energy breaking ties); speech
+that reaches max_segment_s while a silence is open is not cut: that silence ends it.
 
 Every decision depends only on the sequence of chunks, never on where the pieces were cut. Between pieces
 the Segmenter keeps its state (Segmenter.state(), plain JSON): the samples short of a chunk, the VAD's
@@ -56,8 +57,10 @@ class SegmentOptions:
             raise ValueError("need 0 < neg_threshold <= threshold < 1")
         if min(self.min_speech_s, self.min_silence_s, self.pad_s) < 0:
             raise ValueError("min_speech_s, min_silence_s and pad_s cannot be negative")
-        if self.pad_s > self.min_silence_s:
-            raise ValueError("pad_s cannot exceed min_silence_s (a segment's padding must be heard before it ends)")
+        if 2 * self.pad_s > self.min_silence_s:
+            # a closed segment waits for its padding to settle; with more, a neighbour that is neither kept nor
+            # dropped could hold it back, and the audio kept for it, up to max_segment_s
+            raise ValueError("pad_s can be at most half of min_silence_s")
         if not 1.0 <= self.max_segment_s <= longest_segment(max_seconds):
             raise ValueError(
                 f"max_segment_s must be between 1 and {longest_segment(max_seconds):g} s (two thirds of the "
@@ -232,7 +235,9 @@ class Segmenter:
                 self.probabilities, self.energies = [], []
                 return
         self._confirm(after)
-        if after - self.start >= self.max_segment:
+        # no split while a silence is open: it ends the segment within min_silence_s anyway, and a cut inside it
+        # would leave a piece of silence
+        if self.silent_since is None and after - self.start >= self.max_segment:
             self._split()
 
     def _confirm(self, after: int) -> None:
@@ -255,8 +260,6 @@ class Segmenter:
         self.closed.append(_Closed(self.start, cut, True))
         self.start = cut
         self.probabilities, self.energies = self.probabilities[cut_chunk:], self.energies[cut_chunk:]
-        if self.silent_since is not None and self.silent_since < cut:
-            self.silent_since = None
         self.continued = self.confirmed = True
 
     def _give_out(self, out: list[Segment], final: bool = False) -> None:
@@ -329,7 +332,7 @@ class Segmenter:
             len(self.leftover) < self.chunk
             and len(self.history) == self.context
             and self.fed == self.chunks * self.chunk + len(self.leftover)
-            and len(self.probabilities) == len(self.energies) <= self.max_segment // self.chunk + 1
+            and len(self.probabilities) == len(self.energies) <= (self.max_segment + self.min_silence) // self.chunk + 2
             and len(self.closed) <= self.max_segment // self.chunk + 2
         )
         if not fits:
