@@ -341,3 +341,26 @@ def test_page_logic_refuses_bad_inputs_and_reports_a_server_that_is_down(tiny_se
         assert "cannot be used" in down.header_html()
     finally:
         down.close()
+
+
+def test_page_logic_scores_segments_and_says_when_there_is_no_speech(tiny_server, clips, tmp_path):
+    """The page at segment granularity: a clip's speech segments scored (its bar chart the duration-weighted
+    scores); a silent clip is 'no speech', not an error."""
+    from e2v_client.web.app import WebApp
+    from e2v_client.web.page import clip_card
+
+    good, bad = clips
+    uploads, out = tmp_path / "uploads", tmp_path / "outputs"
+    uploads.mkdir()
+    for path in [Path(__file__).resolve().parents[1] / "examples" / "good_news.ogg", bad["silence"]]:
+        shutil.copy(path, uploads / path.name)
+    app = WebApp(tiny_server.grpc_url, out, uploads, tmp_path / "work", retries=0)
+    try:
+        run = app.run([str(uploads / "good_news.ogg"), str(uploads / bad["silence"].name)], None, "segment", False)
+    finally:
+        app.close()
+    speech, silence = run.results
+    assert speech.ok and speech.row.status == "scored" and Path(speech.bar_png).exists()
+    result = json.loads((Path(speech.row.folder) / RESULT_FILE).read_text("utf-8"))
+    assert result["granularity"] == "segment" and len(result["segments"]) >= 1
+    assert silence.ok and silence.row.status == "no speech" and "no speech" in clip_card(silence)

@@ -49,7 +49,7 @@ class ClipResult:
 
     @property
     def ok(self) -> bool:
-        return self.row.status == "scored"
+        return self.row.status != "failed"  # scored, or no speech at segment granularity
 
 
 @dataclass

@@ -49,7 +49,7 @@ def clip_card(result: ClipResult) -> str:
     return (
         f'<div class="e2v-card e2v-scored"><div class="e2v-name">{name} · {row.duration:.2f} s · '
         f"{html.escape(result.granularity)} granularity{windows}</div>"
-        f'<div class="e2v-headline"><span class="e2v-emotion">{html.escape(row.emotion)}</span> '
+        f'<div class="e2v-headline"><span class="e2v-emotion">{html.escape(row.emotion or row.status)}</span> '
         f'<span class="e2v-confidence">confidence <b class="e2v-confidence-value">{row.confidence:.6f}</b> '
         f"({row.confidence * 100:.1f} %)</span></div>"
         f'<div class="e2v-folder">Outputs folder: <code class="e2v-folder-path">{html.escape(row.folder)}</code>'

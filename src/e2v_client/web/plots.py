@@ -136,7 +136,8 @@ def save_plots(
     prediction: Prediction, name: str, granularity: str, frames_per_second: float, stem: Path
 ) -> tuple[str, str | None]:
     """The bar chart (stem_scores.png) and, when there are frame scores, the frame plot (stem_frames.png)."""
-    kind = "utterance scores" if granularity == "utterance" else "utterance scores (whole clip)"
+    kinds = {"utterance": "utterance scores", "segment": "speech segments' scores, weighted by duration"}
+    kind = kinds.get(granularity, "utterance scores (whole clip)")
     bar = plot_scores(prediction.labels, prediction.scores, f"{name}: {kind}")
     bar_png = str(save_png(bar, stem.with_name(f"{stem.name}_scores.png")))
     frame_png = None
