@@ -289,7 +289,7 @@ def vad_files() -> dict[str, Path]:
     silero-vad wheel (installed without its dependencies: the ONNX file needs only onnxruntime)."""
     spec = importlib.util.find_spec("silero_vad")  # found, not imported: its __init__ imports torch
     if spec is None or spec.origin is None:
-        raise FileNotFoundError(
+        raise RuntimeError(
             "the segments model needs Silero VAD's ONNX file: pip install --no-deps silero-vad==6.2.3 (make setup does)"
         )
     package = Path(spec.origin).parent
@@ -378,6 +378,7 @@ def write_repository(
     tuning: the tuner's report, written as the encoder's tuning.json (read back when the encoder loads)."""
     options = options or RepositoryOptions()
     options.check()
+    vad_files()  # refuses at once, not after the export, where the segments model's VAD file is missing
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     labels = [contract.label_name(t) for t in checkpoint.tokens]
