@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -30,6 +31,17 @@ from e2v_server.serve import PYTHON_STUB, TritonServer, _running, _stat, _stub_c
 
 def _stub_pid(server_pid: int, model: str) -> int:
     return next(pid for pid, (_, instance) in _stub_children(server_pid).items() if instance.startswith(f"{model}_"))
+
+
+def _python_instances(repository: Path) -> list[str]:
+    """The stub names the repository's configs ask for: `<model>_0_<i>` for each Python model's instances."""
+    names = []
+    for config in sorted(repository.glob("*/config.pbtxt")):
+        text = config.read_text()
+        if 'backend: "python"' in text:
+            count = int(re.search(r"instance_group \[ \{ count: (\d+)", text).group(1))
+            names += [f"{config.parent.name}_0_{i}" for i in range(count)]
+    return names
 
 
 def _tritonserver_pid(launcher_pid: int) -> int:
@@ -80,10 +92,10 @@ def serve(tiny, tmp_path):
     server.stop()
 
 
-def test_kill_9_of_the_launcher_takes_tritonserver_and_its_stubs_down(serve):
+def test_kill_9_of_the_launcher_takes_tritonserver_and_its_stubs_down(serve, tiny):
     triton = _tritonserver_pid(serve.process.pid)
     stubs = list(_stub_children(triton))
-    assert len(stubs) == 3  # preprocess, encoder, classifier
+    assert len(stubs) == len(_python_instances(tiny.repository))  # preprocess, encoder, classifier, segments
     serve.process.kill()
     serve.process.wait()
     deadline = time.monotonic() + 15
@@ -114,7 +126,8 @@ def test_stop_with_a_dead_stub_does_not_wait_for_the_exit_timeout(tiny, tmp_path
         assert server.dead_stubs() == [f"{contract.ENCODER_MODEL}_0_0"]
         stubs = list(_stub_children(server.process.pid))
         regions = set(server.stubs.shm_regions)
-        assert len(regions) == 3 and all(region.exists() for region in regions), regions
+        assert len(regions) == len(_python_instances(tiny.repository)), regions
+        assert all(region.exists() for region in regions), regions
         start = time.monotonic()
         server.stop()
         seconds = time.monotonic() - start
@@ -182,9 +195,13 @@ def test_a_batch_survives_a_stub_killed_mid_batch_with_nothing_lost(serve, tmp_p
 def test_the_stub_process_name_is_what_the_watch_looks_for(tiny, tmp_path):
     with TritonServer(tiny.repository, log_file=tmp_path / "triton.log") as server:
         stubs = _stub_children(server.process.pid)
-        assert sorted(instance.rsplit("_", 2)[0] for _, instance in stubs.values()) == sorted(
-            [contract.PREPROCESS_MODEL, contract.ENCODER_MODEL, contract.CLASSIFIER_MODEL]
-        )
+        assert sorted(instance for _, instance in stubs.values()) == _python_instances(tiny.repository)
+        assert {instance.rsplit("_", 2)[0] for _, instance in stubs.values()} >= {
+            contract.PREPROCESS_MODEL,
+            contract.ENCODER_MODEL,
+            contract.CLASSIFIER_MODEL,
+            contract.SEGMENTS_MODEL,
+        }
         assert all(_stat(pid)[0] == PYTHON_STUB for pid in stubs)
         assert server.dead_stubs() == []
 
