@@ -206,3 +206,27 @@ def test_make_web_serves_the_page_and_stops_the_server_on_sigterm(tiny, tmp_path
     assert "server READY" in text and "run: stopping the server" in text
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
+
+
+# --- docs/segments.md: scripts/timeline_bench.py ---
+
+
+def test_timeline_bench_measures_a_long_recording_and_a_killed_batch_resumed(tmp_path):
+    """The scale benchmark at its smallest: a 72 s recording as mp3, then 6 recordings of 1-1.5 min killed after
+    2 s (about a third of the batch) and resumed; every number it prints is recorded, and the resumed batch has
+    one folder per recording."""
+    stdout = run_script(
+        "timeline_bench.py", "--size", "tiny", "--hours", "0.02", "--formats", "mp3", "--files", "6",
+        "--file-minutes", "1", "1.5", "--kill-after", "2", "--concurrency", "1", "--out", tmp_path,
+    )  # fmt: skip
+    print(stdout)
+    report = json.loads((tmp_path / "timeline-tiny.json").read_text())
+    (row,) = report["recordings"]
+    assert row["audio_s"] == pytest.approx(72, abs=0.1) and row["segments"] >= 10 and 0 < row["speech_s"] < 72
+    assert 40 < row["client_peak_mb"] < 500 and row["detector_audio_s_per_s"] > 20
+    assert row["speech_s_per_s"] > 0 and row["utterance_path_speech_s_per_s"] > 0
+    resume = report["resume"]
+    assert resume["done_at_kill"] < resume["files"]  # the kill came mid-batch
+    assert resume["folders"] == resume["files"] == 6 and not resume["missing"] and not resume["duplicated"]
+    assert resume["partial_left"] == 0 and resume["failed"] == 0
+    assert "client peak memory" in stdout and "the detector alone" in stdout and "--resume finished" in stdout

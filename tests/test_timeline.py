@@ -14,6 +14,8 @@ import soundfile
 import tritonclient.grpc as grpcclient
 from scipy.io import wavfile
 
+from e2v_bench.timeline import run_client as run_measured_client
+from e2v_bench.workload import call_recording
 from e2v_client import audio
 from e2v_client.outputs import AUDIO_FILE, EMBEDDING_FILE, FOLDER_PREFIX, NO_SPEECH, RESULT_FILE
 from e2v_common import contract, runtimes, segmenter
@@ -220,8 +222,13 @@ def test_separate_channels_give_each_its_own_timeline(tiny_server, tmp_path):
         single = json.loads(path.read_text("utf-8"))
         by_side[Path(single["source_file"]).stem] = single["segments"]
     for channel, side in enumerate(("left", "right")):
-        mine = [{k: v for k, v in s.items() if k != "channel"} for s in result["segments"] if s["channel"] == channel]
-        assert mine == by_side[side] and mine
+        mine = [s for s in result["segments"] if s["channel"] == channel]
+        alone_segments = by_side[side]
+        assert [(s["start"], s["end"], s["emotion"]) for s in mine] == [
+            (s["start"], s["end"], s["emotion"]) for s in alone_segments
+        ] and mine
+        for ours, theirs in zip(mine, alone_segments, strict=True):  # batched with other segments or not: 1e-5
+            assert max(abs(ours["scores"][k] - theirs["scores"][k]) for k in ours["scores"]) <= 1e-5 + 1e-6
     (segments_csv,) = out.glob("segments_*.csv")
     with open(segments_csv, newline="") as f:
         assert sorted(int(row["channel"]) for row in csv.DictReader(f)) == sorted(
@@ -229,3 +236,48 @@ def test_separate_channels_give_each_its_own_timeline(tiny_server, tmp_path):
         )
     refused = run_client(tiny_server.grpc_url, stereo, "--channels", "separate", "--output-dir", out)
     assert refused.returncode == 2 and "--granularity segment" in refused.stderr
+
+
+def test_a_long_recording_is_held_one_piece_at_a_time(tiny_server, tmp_path):
+    """At segment granularity the client decodes, writes and sends a recording block by block: its peak memory
+    does not grow with the recording's length (held whole, 12 min of 44.1 kHz stereo is 250 MB of float32)."""
+    peaks = {}
+    for minutes in (2, 12):
+        path = call_recording(tmp_path / f"call_{minutes}.flac", minutes * 60, gaps=(10, 30))
+        out = tmp_path / f"out_{minutes}"
+        run = run_measured_client(tiny_server.grpc_url, path, "--granularity", "segment", "--output-dir", out)
+        assert run.returncode == 0, run.stderr
+        peaks[minutes] = run.peak_mb
+        (folder,) = out.glob(f"{FOLDER_PREFIX}*")
+        result = json.loads((folder / RESULT_FILE).read_text("utf-8"))
+        rate, samples = wavfile.read(folder / AUDIO_FILE)
+        assert rate == contract.SAMPLE_RATE and len(samples) / rate == pytest.approx(minutes * 60, abs=0.1)
+        assert result["duration"] == pytest.approx(minutes * 60, abs=0.1) and len(result["segments"]) >= minutes * 2
+    print(f"client peak RSS: {peaks[2]:.0f} MB for 2 min, {peaks[12]:.0f} MB for 12 min of 44.1 kHz stereo flac")
+    assert peaks[12] - peaks[2] < 40 and peaks[12] < 500
+
+
+def test_a_file_cut_short_is_scored_up_to_the_break_and_says_where(tiny_server, recordings, tmp_path):
+    """A truncated download: what decodes is scored, result.json and the summary say where the file broke."""
+    whole = audio.load(recordings["long"]).samples
+    cut = tmp_path / "cut.mp3"
+    soundfile.write(tmp_path / "whole.mp3", whole, contract.SAMPLE_RATE)
+    data = (tmp_path / "whole.mp3").read_bytes()
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    out = tmp_path / "outputs"
+    done = run_client(tiny_server.grpc_url, cut, "--granularity", "segment", "--output-dir", out)
+    assert done.returncode == 0, done.stderr
+    assert "warning" in done.stderr and "incomplete" in done.stderr
+    (folder,) = out.glob(f"{FOLDER_PREFIX}*")
+    result = json.loads((folder / RESULT_FILE).read_text("utf-8"))
+    print(result["incomplete"])
+    assert "header declares" in result["incomplete"] or "decoding stopped" in result["incomplete"]
+    assert 40 < result["duration"] < 60 and result["segments"][-1]["end"] <= result["duration"]
+    _, samples = wavfile.read(folder / AUDIO_FILE)
+    expected = one_pass_segments(samples.astype(np.float32) / 32768)
+    assert [(s["start"], s["end"]) for s in result["segments"]] == [
+        (round(s.start / contract.SAMPLE_RATE, 3), round(s.end / contract.SAMPLE_RATE, 3)) for s in expected
+    ]
+    with open(next(out.glob("summary_*.csv")), newline="") as f:
+        (row,) = csv.DictReader(f)
+    assert row["status"] == "scored" and row["error"].startswith("incomplete: ")

@@ -147,9 +147,10 @@ def test_configs_parse_with_tritons_model_config_protobuf(flavour):
         contract.ENCODER_MODEL,
         contract.CLASSIFIER_MODEL,
     ]
-    for name, config in configs.items():
-        assert config.name == name
-        assert ensemble.max_batch_size <= config.max_batch_size  # Triton refuses an ensemble larger than its parts
+    assert all(config.name == name for name, config in configs.items())
+    for step in ensemble.ensemble_scheduling.step:  # Triton refuses an ensemble larger than its parts
+        assert ensemble.max_batch_size <= configs[step.model_name].max_batch_size
+    assert configs[contract.SEGMENTS_MODEL].max_batch_size == 0  # one recording's piece per request
     encoder = configs[contract.ENCODER_MODEL]
     assert [i.name for i in encoder.input] == list(contract.ENCODER_INPUTS)
     assert [o.name for o in encoder.output] == list(contract.ENCODER_OUTPUTS)

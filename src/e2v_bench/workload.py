@@ -67,3 +67,49 @@ def prepare_workload(cache: Path, count: int, seed: int) -> Workload:
     lengths = workload_lengths(count, seed)
     paths = write_workload(cache / f"workload-{count}-{seed}", lengths, seed)
     return Workload(lengths, paths, paths[0].parent / PROBE_FILE)
+
+
+def call_recording(path: Path, seconds: float, gaps: tuple[float, float] = (0.5, 4.0), seed: int = 0) -> Path:
+    """A long recording as a call gives it: the example clips (espeak-ng speech) one after another between
+    pauses of `gaps` seconds in faint noise, at 44.1 kHz in two channels (the second at half the level), written
+    to path in the format its suffix names (wav, flac, mp3; m4a through FFmpeg). Written once per path."""
+    if path.exists():
+        return path
+    from e2v_client import audio
+
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    clips = [audio.load(p).samples for p in sorted(examples.glob("*.*")) if p.suffix in audio.AUDIO_EXTENSIONS]
+    rng = np.random.default_rng(seed)
+    parts, total = [], 0
+    while total < seconds * SAMPLE_RATE:
+        pause = rng.standard_normal(int(rng.uniform(*gaps) * SAMPLE_RATE)).astype(np.float32) * 1e-3
+        parts += [pause, clips[len(parts) // 2 % len(clips)]]
+        total += len(pause) + len(parts[-1])
+    mono = np.concatenate(parts)[: int(seconds * SAMPLE_RATE)]
+    stereo = audio.rounded_to_pcm16(np.stack([mono, mono * 0.5], axis=1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_audio(path, stereo, SAMPLE_RATE)
+    return path
+
+
+def write_audio(path: Path, samples: np.ndarray, rate: int, target_rate: int = 44100) -> None:
+    """[n, channels] float samples at rate, resampled to target_rate, written in the format of path's suffix."""
+    import soundfile
+    import soxr
+
+    resampled = soxr.resample(samples, rate, target_rate).astype(np.float32)
+    if path.suffix != ".m4a":
+        soundfile.write(path, resampled, target_rate)
+        return
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=target_rate, layout="stereo")
+        for start in range(0, len(resampled), target_rate * 10):  # 10 s frames: a 1-hour file is not held twice
+            planar = np.ascontiguousarray(resampled[start : start + target_rate * 10].T)
+            frame = av.AudioFrame.from_ndarray(planar, format="fltp", layout="stereo")
+            frame.sample_rate = target_rate
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)

@@ -1,17 +1,17 @@
 """Decode any audio file to what the model takes: 16 kHz mono float32.
 
-wav, flac, ogg and mp3 are read with libsndfile (soundfile); m4a/aac and
-anything else libsndfile cannot read go through FFmpeg (PyAV). Channels are
-averaged to mono (as FunASR does) and the rate is converted with soxr.
-The samples are then rounded to 16-bit PCM, so that processed_audio.wav holds
-exactly the samples the model is given.
+Decoder reads a file block by block (libsndfile, or FFmpeg for what libsndfile cannot read), mixes the
+channels as FunASR does and converts the rate with soxr; decode() holds the whole clip. The samples are rounded
+to 16-bit PCM, so that processed_audio.wav holds exactly the samples the model is given.
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import soundfile
@@ -19,6 +19,9 @@ import soxr
 
 from e2v_common.contract import FRAME_RECEPTIVE_FIELD, SAMPLE_RATE
 
+# The longest recording held whole in memory (utterance and frame granularity): 1 h is 230 MB of 16 kHz float32,
+# and more while it is decoded; segment granularity takes any length, block by block
+WHOLE_RECORDING_LIMIT_S = 3600.0
 # Below this peak (-60 dBFS) a clip is treated as silence: there is no speech to score.
 SILENCE_PEAK = 10 ** (-60 / 20)
 AUDIO_EXTENSIONS = {
@@ -50,6 +53,7 @@ class AudioError(ValueError):
 class Clip:
     samples: np.ndarray  # float32, 16 kHz mono, values k / 32768 (16-bit PCM)
     channels: list[np.ndarray] | None = None  # each channel on its own, as samples (kept only when asked)
+    broken: str | None = None  # a file that broke off part-way: where decoding stopped (what came before is here)
 
     @property
     def seconds(self) -> float:
@@ -72,46 +76,191 @@ def pcm_to_float(samples: np.ndarray) -> np.ndarray:
     return samples.astype(np.float32)
 
 
-def _read_soundfile(data: bytes) -> tuple[np.ndarray, int]:
-    samples, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    return samples, rate
+BLOCK_SECONDS = 1.0  # decoded at a time: a recording of any length is held one block at a time; a file that
+# breaks off loses at most the block it breaks in
 
 
-def _read_ffmpeg(data: bytes) -> tuple[np.ndarray, int]:
+# An opened file: its [n, channels] float32 blocks with their rate, and the duration its header promises (where the
+# format says it; to notice a file that breaks off). Each opener raises at once if it cannot open the file.
+Opened = tuple[Iterator[tuple[np.ndarray, int]], float | None]
+
+
+def _open_soundfile(stream: BinaryIO, block_seconds: float) -> Opened:
+    """Through libsndfile: wav, flac, ogg, mp3 and more."""
+    opened = soundfile.SoundFile(stream)
+    declared = opened.frames / opened.samplerate
+    if opened.format == "WAV":
+        # libsndfile trims a WAV's length to the bytes present; the RIFF header keeps the size it was written with
+        position = stream.tell()
+        stream.seek(0)
+        header, present = stream.read(12), stream.seek(0, io.SEEK_END)
+        stream.seek(position)
+        written = int.from_bytes(header[4:8], "little") + 8
+        if header[:4] == b"RIFF" and present < written < 0xFFFFFFFF:
+            declared *= written / present
+    frames = max(1, int(opened.samplerate * block_seconds))
+
+    def blocks():
+        with opened:
+            # read() until it comes back empty: SoundFile.blocks() trusts the header's length, which a truncated mp3
+            # overstates (it gave the missing part as more blocks)
+            while len(block := opened.read(frames, dtype="float32", always_2d=True)):
+                yield block, opened.samplerate
+
+    return blocks(), declared
+
+
+def _open_ffmpeg(stream: BinaryIO, block_seconds: float) -> Opened:
+    """Through FFmpeg (PyAV): m4a/aac and anything else libsndfile cannot open."""
     import av
 
-    with av.open(io.BytesIO(data), mode="r") as container:
-        if not container.streams.audio:
-            raise AudioError("the file has no audio stream")
-        stream = container.streams.audio[0]
-        chunks = []
-        for frame in container.decode(stream):
-            chunk = pcm_to_float(frame.to_ndarray())
-            channels = len(frame.layout.channels)
-            # planar formats come as [channels, n], packed as [1, n * channels]
-            chunk = chunk.reshape(channels, -1) if frame.format.is_planar else chunk.reshape(-1, channels).T
-            chunks.append(chunk)
-            rate = frame.sample_rate
-        if not chunks:
-            raise AudioError("the file holds no audio samples")
-    return np.concatenate(chunks, axis=1).T, rate
+    container = av.open(stream, mode="r")
+    if not container.streams.audio:
+        container.close()
+        raise AudioError("the file has no audio stream")
+    declared = container.duration / 1e6 if container.duration else None
+
+    def blocks():
+        with container:
+            chunks, held = [], 0
+            for frame in container.decode(container.streams.audio[0]):
+                chunk = pcm_to_float(frame.to_ndarray())
+                channels = len(frame.layout.channels)
+                # planar formats come as [channels, n], packed as [1, n * channels]
+                chunk = chunk.reshape(channels, -1) if frame.format.is_planar else chunk.reshape(-1, channels).T
+                chunks.append(chunk.T)
+                held += chunk.shape[1]
+                if held >= frame.sample_rate * block_seconds:
+                    yield np.concatenate(chunks), frame.sample_rate
+                    chunks, held = [], 0
+            if chunks:
+                yield np.concatenate(chunks), frame.sample_rate
+
+    return blocks(), declared
 
 
-def decode(data: bytes, name: str = "audio", keep_channels: bool = False) -> Clip:
-    """Decode the bytes of an audio file to a 16 kHz mono clip (and, with keep_channels, each channel of a
-    multichannel file on its own); AudioError if it cannot be scored."""
-    if len(data) == 0:
-        raise AudioError("the file is empty (0 bytes)")
-    try:
-        samples, rate = _read_soundfile(data)
-    except Exception:  # not a format libsndfile reads: try FFmpeg
+class Decoder:
+    """An audio file decoded block by block to 16 kHz: each block is [n, 1] (the channels' mix) or, with
+    keep_channels and a multichannel file, [n, 1 + channels] (the mix, then each channel on its own).
+
+    wav, flac, ogg and mp3 are read with libsndfile (soundfile); m4a/aac and anything else libsndfile cannot
+    open go through FFmpeg (PyAV). Channels are averaged (as FunASR does) and the rate converted with soxr's
+    streaming resampler, whose output equals a one-shot resample of the whole file. A file that breaks off
+    part-way (a truncated download, a recorder that died) gives what decodes before the break, and `broken`
+    says where it broke; one that decodes to nothing raises AudioError.
+    """
+
+    def __init__(self, source: str | Path | bytes, name: str = "audio", keep_channels: bool = False):
+        self.name, self.keep_channels = name, keep_channels
+        self.samples = 0  # decoded so far, at 16 kHz
+        self.broken: str | None = None  # where and why decoding stopped early
         try:
-            samples, rate = _read_ffmpeg(data)
-        except AudioError:
+            # closed by close() (or the with block), or once blocks() has given the last block
+            self._stream = io.BytesIO(source) if isinstance(source, bytes) else Path(source).open("rb")  # noqa: SIM115
+        except OSError as exc:
+            raise AudioError(f"cannot read {source}: {exc.strerror or exc}") from None
+        try:
+            self._source, self.declared_seconds = self._open()
+        except BaseException:
+            self._stream.close()
             raise
-        except Exception as exc:
-            raise AudioError(f"cannot decode {name} as audio ({type(exc).__name__}: {exc})") from None
-    return from_samples(samples, rate, keep_channels)
+
+    @property
+    def seconds(self) -> float:
+        return self.samples / SAMPLE_RATE
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def __enter__(self) -> Decoder:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _open(self) -> Opened:
+        if self._stream.seek(0, io.SEEK_END) == 0:
+            raise AudioError("the file is empty (0 bytes)")
+        self._stream.seek(0)
+        try:
+            return _open_soundfile(self._stream, BLOCK_SECONDS)
+        except Exception:  # not a format libsndfile reads: try FFmpeg
+            self._stream.seek(0)
+            try:
+                return _open_ffmpeg(self._stream, BLOCK_SECONDS)
+            except AudioError:
+                raise
+            except Exception as exc:
+                raise AudioError(f"cannot decode {self.name} as audio ({type(exc).__name__}: {exc})") from None
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        """The 16 kHz blocks, 16-bit PCM values (k / 32768), in order."""
+        resampler, width = None, 0
+        try:
+            for block, rate in self._source_blocks():
+                columns = self._columns(block)
+                if resampler is None and rate != SAMPLE_RATE:
+                    width = columns.shape[1]
+                    resampler = soxr.ResampleStream(rate, SAMPLE_RATE, width, dtype="float64", quality="HQ")
+                yield self._emit(resampler.resample_chunk(columns) if resampler else columns)
+            if resampler is not None:
+                yield self._emit(resampler.resample_chunk(np.zeros((0, width)), last=True))
+        finally:
+            self._stream.close()
+        declared = self.declared_seconds
+        if self.broken is None and declared and self.seconds < min(declared - 0.5, declared * 0.99):
+            self.broken = f"the file ends at {self.seconds:.2f} s of the {declared:.2f} s its header declares"
+
+    def _source_blocks(self) -> Iterator[tuple[np.ndarray, int]]:
+        """The decoder's blocks at the file's rate, until the end or until the file breaks off (noted in broken)."""
+        decoded = 0
+        while True:
+            try:
+                block, rate = next(self._source)
+            except StopIteration:
+                return
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                if decoded == 0:
+                    raise AudioError(f"cannot decode {self.name} as audio ({error})") from None
+                self.broken = f"decoding stopped at {decoded / rate:.2f} s ({error})"
+                return
+            decoded += len(block)
+            yield block, rate
+
+    def _columns(self, block: np.ndarray) -> np.ndarray:
+        block = block.astype(np.float64)
+        mix = block.mean(axis=1, keepdims=True)  # channels mixed, as FunASR mixes them
+        return np.hstack([mix, block]) if self.keep_channels and block.shape[1] > 1 else mix
+
+    def _emit(self, columns: np.ndarray) -> np.ndarray:
+        self.samples += len(columns)
+        return rounded_to_pcm16(columns)
+
+
+def decode(
+    source: str | Path | bytes, name: str = "audio", keep_channels: bool = False, max_seconds: float | None = None
+) -> Clip:
+    """Decode a whole audio file (its bytes or its path) to a 16 kHz mono clip (and, with keep_channels, each
+    channel of a multichannel file on its own); AudioError if it cannot be scored, or if it is longer than
+    max_seconds (refused from its header where it declares its length, before decoding)."""
+    with Decoder(source, name, keep_channels) as decoder:
+        _check_held_whole(decoder.declared_seconds or 0.0, max_seconds, name)
+        blocks = []
+        for block in decoder.blocks():
+            _check_held_whole(decoder.seconds, max_seconds, name)
+            blocks.append(block)
+    check_length(sum(len(block) for block in blocks))
+    columns = np.concatenate(blocks)
+    return Clip(columns[:, 0], [columns[:, i] for i in range(1, columns.shape[1])] or None, decoder.broken)
+
+
+def _check_held_whole(seconds: float, max_seconds: float | None, name: str) -> None:
+    if max_seconds is not None and seconds > max_seconds:
+        raise AudioError(
+            f"{name} is longer than {max_seconds / 3600:g} h ({seconds / 3600:.1f} h or more): at utterance and "
+            "frame granularity a recording is held whole; --granularity segment scores any length in bounded memory"
+        )
 
 
 def from_samples(samples: np.ndarray, rate: int, keep_channels: bool = False) -> Clip:
@@ -130,16 +279,25 @@ def to_16k_pcm(signal: np.ndarray, rate: int) -> np.ndarray:
     """One channel at 16 kHz, rounded to 16-bit PCM values (k / 32768): what processed_audio.wav holds."""
     if rate != SAMPLE_RATE and len(signal):
         signal = soxr.resample(signal, rate, SAMPLE_RATE, quality="HQ")
-    pcm = np.clip(np.round(signal * 32768), -32768, 32767)
-    return (pcm / 32768).astype(np.float32)
+    return rounded_to_pcm16(signal)
+
+
+def rounded_to_pcm16(signal: np.ndarray) -> np.ndarray:
+    """Float samples rounded to 16-bit PCM values, k / 32768, as float32."""
+    return (np.clip(np.round(signal * 32768), -32768, 32767) / 32768).astype(np.float32)
 
 
 def check_scorable(clip: Clip) -> None:
-    if len(clip.samples) == 0:
+    check_length(len(clip.samples))
+
+
+def check_length(num_samples: int) -> None:
+    """AudioError for audio too short for the model to give one frame."""
+    if num_samples == 0:
         raise AudioError("the audio is empty (0 samples)")
-    if len(clip.samples) < FRAME_RECEPTIVE_FIELD:
+    if num_samples < FRAME_RECEPTIVE_FIELD:
         raise AudioError(
-            f"the audio is too short: {clip.seconds * 1000:.1f} ms; at least "
+            f"the audio is too short: {num_samples / SAMPLE_RATE * 1000:.1f} ms; at least "
             f"{FRAME_RECEPTIVE_FIELD / SAMPLE_RATE * 1000:.0f} ms is needed"
         )
 
@@ -152,13 +310,17 @@ def check_not_silent(clip: Clip) -> None:
         raise AudioError(f"the audio is silent ({level}): nothing to score")
 
 
-def load(path: str | Path, keep_channels: bool = False) -> Clip:
-    path = Path(path)
+def declared_seconds(path: str | Path) -> float:
+    """The duration a file's header declares, without decoding it (0.0 where it declares none, or cannot be read)."""
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise AudioError(f"cannot read {path}: {exc.strerror or exc}") from None
-    return decode(data, path.name, keep_channels)
+        with Decoder(path, Path(path).name) as decoder:
+            return decoder.declared_seconds or 0.0
+    except AudioError:
+        return 0.0
+
+
+def load(path: str | Path, keep_channels: bool = False, max_seconds: float | None = None) -> Clip:
+    return decode(Path(path), Path(path).name, keep_channels, max_seconds)
 
 
 def write_wav(path: str | Path, clip: Clip) -> None:

@@ -14,13 +14,19 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
-from e2v_client import audio
+import numpy as np
+import soundfile
+
+from e2v_client import audio, outputs
 from e2v_client.client import AccessError, Emotion2vecClient, Prediction, RequestError, ServerError
-from e2v_client.outputs import NO_SPEECH, SummaryRow, completed_sources, write_folder, write_segments, write_summary
+from e2v_client.outputs import NO_SPEECH, SummaryRow, completed_sources, write_segments, write_summary
+from e2v_common.contract import SAMPLE_RATE
+
+OnAudio = Callable[[float], None]  # told the seconds of audio just scored, for a progress bar in audio time
 
 
 @dataclass
@@ -67,26 +73,73 @@ def expand_inputs(paths: list[str]) -> list[Path]:
 async def score_clip(
     client: Emotion2vecClient, clip: audio.Clip, options: BatchOptions, source: str
 ) -> tuple[Prediction, Path, SummaryRow]:
-    """Score one decoded clip and write its outputs folder (e2v-client and e2v-web both come here)."""
+    """Score one decoded clip and write its outputs folder (e2v-web comes here)."""
     if options.granularity != "segment":  # a silent recording has no speech segments, and that is an answer
         audio.check_not_silent(clip)
     if options.channels == "separate" and clip.channels:
         prediction = await client.score_channels(clip.channels)
     else:
         prediction = await client.score(clip.samples, options.granularity)
+    with outputs.new_folder(options.output_dir) as staging:
+        await asyncio.to_thread(audio.write_wav, staging / outputs.AUDIO_FILE, clip)
+        folder, row = await _finish(client, staging, prediction, clip.seconds, clip.broken, options, source)
+    return prediction, folder, row
+
+
+async def score_recording(
+    client: Emotion2vecClient, path: Path, options: BatchOptions, source: str, on_audio: OnAudio | None = None
+) -> SummaryRow:
+    """Segment granularity on a file of any length, in bounded memory: it is decoded block by block, each block
+    written to processed_audio.wav and fed to the timelines (one for the mix, or one per channel), so that no
+    more than a request's worth of audio is held."""
+    separate = options.channels == "separate"
+    decoder = await asyncio.to_thread(audio.Decoder, path, path.name, separate)
+    with decoder, outputs.new_folder(options.output_dir) as staging:
+        wav = soundfile.SoundFile(staging / outputs.AUDIO_FILE, "w", SAMPLE_RATE, 1, "PCM_16", format="WAV")
+        blocks, timelines = decoder.blocks(), []
+        with wav:
+            while (block := await asyncio.to_thread(next, blocks, None)) is not None:
+                columns = block[:, 1:] if block.shape[1] > 1 else block  # each channel, or the mono mix
+                timelines = timelines or [client.timeline() for _ in range(columns.shape[1])]
+                await asyncio.to_thread(wav.write, block[:, 0])
+                for timeline, column in zip(timelines, columns.T, strict=True):
+                    await timeline.feed(column)
+                if on_audio:
+                    on_audio(len(block) / SAMPLE_RATE)
+        audio.check_length(decoder.samples)
+        for timeline in timelines:
+            await timeline.feed(np.zeros(0, np.float32), last=True)
+        tag = len(timelines) > 1
+        segments = [replace(s, channel=i) if tag else s for i, t in enumerate(timelines) for s in t.segments]
+        segments.sort(key=lambda segment: (segment.start, segment.channel or 0))
+        prediction = client.segment_prediction(segments)
+        return (await _finish(client, staging, prediction, decoder.seconds, decoder.broken, options, source))[1]
+
+
+async def _finish(
+    client: Emotion2vecClient,
+    staging: Path,
+    prediction: Prediction,
+    seconds: float,
+    broken: str | None,
+    options: BatchOptions,
+    source: str,
+) -> tuple[Path, SummaryRow]:
+    """Publish the outputs folder beside its processed_audio.wav; its summary row."""
     info = client.info
     folder = await asyncio.to_thread(
-        write_folder,
-        options.output_dir,
-        clip,
+        outputs.finish_folder,
+        staging,
         prediction,
         options.granularity,
         options.embedding,
+        seconds,
         source,
         info.description,
         info.random_weights,
         info.frames_per_second,
         options.channels,
+        broken,
     )
     row = SummaryRow(
         source_file=source,
@@ -94,17 +147,25 @@ async def score_clip(
         emotion=prediction.emotion or "",
         confidence=round(prediction.confidence, 6),
         timestamp=datetime.now().strftime("%Y-%m-%d %H:%M:%S"),
-        duration=round(clip.seconds, 3),
+        duration=round(seconds, 3),
         status="scored" if prediction.has_speech else NO_SPEECH,
+        error=f"incomplete: {broken}" if broken else "",
     )
-    return prediction, folder, row
+    return folder, row
 
 
-async def score_file(client: Emotion2vecClient, path: Path, options: BatchOptions) -> SummaryRow:
+async def score_file(
+    client: Emotion2vecClient, path: Path, options: BatchOptions, on_audio: OnAudio | None = None
+) -> SummaryRow:
     source = str(path.resolve())
     try:
-        clip = await asyncio.to_thread(audio.load, path, options.channels == "separate")
-        return (await score_clip(client, clip, options, source))[2]
+        if options.granularity == "segment":
+            return await score_recording(client, path, options, source, on_audio)
+        clip = await asyncio.to_thread(audio.load, path, False, audio.WHOLE_RECORDING_LIMIT_S)
+        row = (await score_clip(client, clip, options, source))[2]
+        if on_audio:
+            on_audio(clip.seconds)
+        return row
     except (audio.AudioError, RequestError) as exc:
         return SummaryRow(source_file=source, status="failed", error=str(exc))
     except AccessError:
@@ -118,10 +179,12 @@ async def run_batch(
     inputs: list[Path],
     options: BatchOptions,
     on_done: Callable[[SummaryRow], None] | None = None,
+    on_audio: OnAudio | None = None,
 ) -> BatchReport:
     """Score the inputs; raises AccessError (after the requests in flight) if the server refuses this client."""
     started = datetime.now()
     start = time.monotonic()
+    outputs.remove_abandoned(options.output_dir)
     done = completed_sources(options.output_dir, options.granularity, options.embedding, options.channels)
     done = done if options.resume else {}
     report = BatchReport()
@@ -146,7 +209,7 @@ async def run_batch(
                     )
                 else:
                     try:
-                        row = await score_file(client, path, options)
+                        row = await score_file(client, path, options, on_audio)
                     except AccessError as exc:
                         refused.append(exc)
                         return

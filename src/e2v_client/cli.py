@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from e2v_client import audio
 from e2v_client.batch import BatchOptions, expand_inputs, run_batch
 from e2v_client.client import (
     GRANULARITIES,
@@ -29,6 +30,8 @@ from e2v_client.client import (
 from e2v_client.outputs import NO_SPEECH
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_ERROR = 0, 1, 2
+
+PROBED_INPUTS = 1000  # the progress bar's total: the headers of up to this many files are read up front
 
 
 def add_server_arguments(parser: argparse.ArgumentParser, retries: int) -> None:
@@ -136,6 +139,33 @@ async def connected_client(args) -> Emotion2vecClient | None:
         return None
 
 
+def header_durations(inputs: list[Path]) -> dict[str, float]:
+    """{file: the seconds its header declares}, for the progress bar's total (for at most PROBED_INPUTS files)."""
+    if len(inputs) > PROBED_INPUTS:
+        return {}
+    return {str(path.resolve()): audio.declared_seconds(path) for path in inputs}
+
+
+class Progress(tqdm):
+    """The batch's bar, in audio seconds (block by block at segment granularity, so an hour-long file moves it
+    too), with the files done beside it and a line for each failure or warning."""
+
+    def __init__(self, durations: dict[str, float], files: int, quiet: bool):
+        total = sum(durations.values()) or None
+        super().__init__(total=total, unit=" audio-s", unit_scale=True, disable=quiet, dynamic_ncols=True)
+        self.durations, self.files, self.files_done = durations, files, 0
+
+    def file_done(self, row) -> None:
+        if row.status == "failed":
+            self.write(f"e2v-client: failed: {row.source_file}: {row.error}", file=sys.stderr)
+        elif row.error:
+            self.write(f"e2v-client: warning: {row.source_file}: {row.error}", file=sys.stderr)
+        if row.status in ("skipped", "failed") and self.total:  # audio that the bar will not count
+            self.total -= self.durations.get(row.source_file, 0.0)
+        self.files_done += 1
+        self.set_postfix_str(f"{self.files_done}/{self.files} files", refresh=True)
+
+
 async def main_async(args) -> int:
     inputs = expand_inputs(args.inputs + (read_list(args.files_from) if args.files_from else []))
     if not inputs:
@@ -154,21 +184,11 @@ async def main_async(args) -> int:
             file=sys.stderr,
         )
 
-    progress = tqdm(total=len(inputs), unit="file", disable=args.quiet, dynamic_ncols=True)
-    audio_seconds = 0.0
-
-    def on_done(row):
-        nonlocal audio_seconds
-        if row.status == "failed":
-            progress.write(f"e2v-client: failed: {row.source_file}: {row.error}", file=sys.stderr)
-        if isinstance(row.duration, float):
-            audio_seconds += row.duration
-        progress.update()
-        elapsed = progress.format_dict["elapsed"] or 1e-9
-        progress.set_postfix_str(f"{audio_seconds / elapsed:.1f} audio-s/s", refresh=False)
+    durations = await asyncio.to_thread(header_durations, inputs)
+    progress = Progress(durations, len(inputs), args.quiet)
 
     try:
-        report = await run_batch(client, inputs, options, on_done)
+        report = await run_batch(client, inputs, options, progress.file_done, progress.update)
     except AccessError as exc:
         progress.close()  # before the message, so that the bar does not overwrite it
         print(

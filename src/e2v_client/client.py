@@ -433,7 +433,7 @@ class Emotion2vecClient:
         if self.info is None:
             await self.connect()
         if granularity == "segment":
-            return self._segment_prediction(await self._segments(samples, segment_options or {}))
+            return self.segment_prediction(await self._segments(samples, segment_options or {}))
         frame = granularity == "frame"
         outputs = (contract.SCORES, contract.EMBEDDING, contract.NUM_FRAMES)
         if frame:
@@ -474,27 +474,17 @@ class Emotion2vecClient:
             found = await self._segments(samples, segment_options or {})
             segments += [dataclasses.replace(segment, channel=index) for segment in found]
         segments.sort(key=lambda segment: (segment.start, segment.channel))
-        return self._segment_prediction(segments)
+        return self.segment_prediction(segments)
 
     async def _segments(self, samples: np.ndarray, options: dict) -> list[Segment]:
-        """The segments model on the recording, in pieces of at most the server's maximum duration."""
-        piece_samples = int(self.info.max_seconds * self.info.sample_rate)
-        start, state, segments = 0, b"", []
-        while True:
-            piece = samples[start : start + piece_samples]
-            last = start + len(piece) >= len(samples)
-            response = await self._infer_piece(piece, state, {**options, contract.PARAM_LAST_PIECE: last})
-            times, scores, embeddings = (response[name] for name in contract.SEGMENTS_OUTPUTS[:3])
-            segments += [
-                Segment(float(t[0]), float(t[1]), s, e) for t, s, e in zip(times, scores, embeddings, strict=True)
-            ]
-            if last:
-                break
-            resume_at = int(response[contract.RESUME_AT][0])
-            if not start < resume_at <= start + len(piece):
-                raise ServerError(f"the segments model asked to resume at sample {resume_at}, after {start}")
-            start, state = resume_at, response[contract.SEGMENTS_STATE][0]
-        return segments
+        """The segments model on a whole recording."""
+        timeline = Timeline(self, options)
+        await timeline.feed(samples, last=True)
+        return timeline.segments
+
+    def timeline(self, segment_options: dict | None = None) -> Timeline:
+        """A recording fed to the segments model as it is decoded (any length in bounded memory)."""
+        return Timeline(self, segment_options or {})
 
     async def _infer_piece(self, piece: np.ndarray, state: bytes, parameters: dict) -> dict[str, np.ndarray]:
         audio = InferInput(contract.SEGMENTS_AUDIO, [1, len(piece)], "FP32")
@@ -513,7 +503,7 @@ class Emotion2vecClient:
         )
         return {name: response.as_numpy(name) for name in contract.SEGMENTS_OUTPUTS}
 
-    def _segment_prediction(self, segments: list[Segment]) -> Prediction:
+    def segment_prediction(self, segments: list[Segment]) -> Prediction:
         """The recording's prediction: the segments' scores and embeddings, weighted by their durations."""
         keep = [i for i, label in enumerate(self.info.labels) if not contract.is_unused_label(label)]
         for segment in segments:
@@ -527,3 +517,50 @@ class Emotion2vecClient:
             embedding = np.zeros(self.info.embedding_dim, dtype=np.float32)
         labels = [self.info.labels[i] for i in keep]
         return Prediction(labels, scores, embedding, None, None, segments=segments)
+
+
+class Timeline:
+    """One recording's speech segments, its samples fed in blocks of any size as they are decoded.
+
+    The segments model takes at most the server's max_seconds per request. Pieces of that length go out as soon
+    as the samples for them are here; each answer gives the segments it closed, a state and the sample to resume
+    from (the audio a later segment may still need). So a recording of any length is held one piece at a time,
+    and its segments are those of one pass over the whole (the server's segmenter is piece-independent).
+    """
+
+    def __init__(self, client: Emotion2vecClient, options: dict):
+        self.client, self.options = client, options
+        self.segments: list[Segment] = []
+        self.pending = np.zeros(0, dtype=np.float32)  # samples from `start` on, not yet answered for
+        self.start = 0  # the recording's sample at pending[0]
+        self.state = b""  # the segmenter's state, handed back with the next piece
+        self.done = False
+
+    async def feed(self, samples: np.ndarray, last: bool = False) -> None:
+        """The next samples of the recording (16 kHz mono); last=True with the final ones, or with none."""
+        if self.done:
+            raise ValueError("the timeline has had its last samples")
+        if self.client.info is None:
+            await self.client.connect()
+        piece_samples = int(self.client.info.max_seconds * self.client.info.sample_rate)
+        self.pending = np.concatenate([self.pending, np.asarray(samples, dtype=np.float32)])
+        # a piece that is not the last goes only once more samples follow it, so the last is never empty
+        while len(self.pending) > piece_samples:
+            await self._send(self.pending[:piece_samples], last=False)
+        if last:
+            await self._send(self.pending, last=True)
+            self.done = True
+
+    async def _send(self, piece: np.ndarray, last: bool) -> None:
+        response = await self.client._infer_piece(piece, self.state, {**self.options, contract.PARAM_LAST_PIECE: last})
+        times, scores, embeddings = (response[name] for name in contract.SEGMENTS_OUTPUTS[:3])
+        self.segments += [
+            Segment(float(t[0]), float(t[1]), s, e) for t, s, e in zip(times, scores, embeddings, strict=True)
+        ]
+        if last:
+            return
+        resume_at = int(response[contract.RESUME_AT][0])
+        if not self.start < resume_at <= self.start + len(piece):
+            raise ServerError(f"the segments model asked to resume at sample {resume_at}, after {self.start}")
+        self.pending = self.pending[resume_at - self.start :]
+        self.start, self.state = resume_at, response[contract.SEGMENTS_STATE][0]

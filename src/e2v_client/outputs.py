@@ -19,6 +19,8 @@ import os
 import shutil
 import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -29,6 +31,7 @@ from e2v_client.audio import Clip, write_wav
 from e2v_client.client import Prediction
 
 FOLDER_PREFIX = "outputs_"
+PARTIAL_PREFIX = ".partial_"  # a folder being written
 RESULT_FILE = "result.json"
 AUDIO_FILE = "processed_audio.wav"
 EMBEDDING_FILE = "embedding.npy"
@@ -43,12 +46,13 @@ def result_json(
     prediction: Prediction,
     granularity: str,
     scored_at: datetime,
-    clip: Clip,
+    seconds: float,
     source: str | None,
     model: str,
     random_weights: bool,
     frames_per_second: float,
     channels: str = "mix",
+    broken: str | None = None,
 ) -> dict:
     def as_dict(values):
         return {label: round(float(v), 6) for label, v in zip(prediction.labels, values, strict=True)}
@@ -63,7 +67,7 @@ def result_json(
         "timestamp": scored_at.strftime("%Y-%m-%d %H:%M:%S"),
         # extras (allowed by the spec)
         "source_file": source,
-        "duration": round(clip.seconds, 3),
+        "duration": round(seconds, 3),
         "model": model,  # name (runtime precision)
     }
     if granularity == "frame":
@@ -88,6 +92,8 @@ def result_json(
             result["status"] = NO_SPEECH
     if prediction.windows > 1:
         result["windows"] = prediction.windows
+    if broken:
+        result["incomplete"] = broken  # the file broke off: what decoded before the break is scored
     if random_weights:
         result["warning"] = "random-weight test checkpoint: these predictions are meaningless"
     return result
@@ -105,23 +111,51 @@ def write_folder(
     frames_per_second: float = 50.0,
     channels: str = "mix",
 ) -> Path:
-    """Write one complete outputs folder and return its path."""
+    """Write one complete outputs folder for a decoded clip and return its path."""
+    with new_folder(root) as staging:
+        write_wav(staging / AUDIO_FILE, clip)
+        return finish_folder(
+            staging, prediction, granularity, embedding, clip.seconds, source, model, random_weights,
+            frames_per_second, channels, clip.broken,
+        )  # fmt: skip
+
+
+@contextmanager
+def new_folder(root: str | Path) -> Iterator[Path]:
+    """A folder to write an input's outputs into (hidden until finish_folder() publishes it); removed if the
+    block fails. A long recording's processed_audio.wav is written into it while the recording is scored."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    scored_at = datetime.now()
-    staging = Path(tempfile.mkdtemp(prefix=".partial_", dir=root))
+    staging = Path(tempfile.mkdtemp(prefix=f"{PARTIAL_PREFIX}{os.getpid()}_", dir=root))
     try:
-        write_wav(staging / AUDIO_FILE, clip)
-        if embedding:
-            np.save(staging / EMBEDDING_FILE, embedding_array(prediction, granularity))
-        result = result_json(
-            prediction, granularity, scored_at, clip, source, model, random_weights, frames_per_second, channels
-        )
-        (staging / RESULT_FILE).write_text(json.dumps(result, ensure_ascii=False, indent=2), "utf-8")
-        return _publish(staging, root, scored_at)
+        yield staging
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def finish_folder(
+    staging: Path,
+    prediction: Prediction,
+    granularity: str,
+    embedding: bool,
+    seconds: float,
+    source: str | None,
+    model: str,
+    random_weights: bool = False,
+    frames_per_second: float = 50.0,
+    channels: str = "mix",
+    broken: str | None = None,
+) -> Path:
+    """Write result.json (and embedding.npy) beside processed_audio.wav and publish the folder; its path."""
+    scored_at = datetime.now()
+    if embedding:
+        np.save(staging / EMBEDDING_FILE, embedding_array(prediction, granularity))
+    result = result_json(
+        prediction, granularity, scored_at, seconds, source, model, random_weights, frames_per_second, channels, broken
+    )
+    (staging / RESULT_FILE).write_text(json.dumps(result, ensure_ascii=False, indent=2), "utf-8")
+    return _publish(staging, staging.parent, scored_at)
 
 
 def embedding_array(prediction: Prediction, granularity: str) -> np.ndarray:
@@ -149,6 +183,18 @@ def _publish(staging: Path, root: Path, scored_at: datetime) -> Path:
                     if not target.exists():
                         raise
             n += 1
+
+
+def remove_abandoned(root: str | Path) -> list[Path]:
+    """Remove the half-written folders of processes that are gone (a batch killed mid-file: a long recording's
+    processed_audio.wav can be large); those of running processes are left alone. The folders removed."""
+    removed = []
+    for folder in Path(root).glob(f"{PARTIAL_PREFIX}*_*"):
+        pid = folder.name.removeprefix(PARTIAL_PREFIX).split("_")[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
 
 
 def completed_sources(root: str | Path, granularity: str, embedding: bool, channels: str = "mix") -> dict[str, Path]:

@@ -36,7 +36,7 @@ class SegmentOptions:
     neg_threshold: float = 0.6  # below this a chunk counts as silence
     min_speech_s: float = 0.25  # shorter segments are dropped (one short word is kept)
     min_silence_s: float = 0.2  # silence that ends a segment
-    pad_s: float = 0.1  # context added on each side
+    pad_s: float = 0.05  # context added on each side
     max_segment_s: float = 20.0  # longer speech is split at its quietest point
 
     @classmethod
