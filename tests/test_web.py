@@ -216,6 +216,7 @@ def test_upload_two_clips_at_frame_granularity(browser, web, clips, tiny_server)
 
     # a bar chart per clip and, at frame granularity, the plot over time
     assert page.locator(".e2v-bar img").count() == 2 and page.locator(".e2v-frames img").count() == 2
+    assert page.locator(".e2v-timeline").count() == 0  # the timeline is segment granularity's
     for image in page.locator(".e2v-bar img, .e2v-frames img").all():
         assert image.evaluate("img => img.complete && img.naturalWidth > 300")
     # the summary table and its CSV
@@ -364,3 +365,107 @@ def test_page_logic_scores_segments_and_says_when_there_is_no_speech(tiny_server
     result = json.loads((Path(speech.row.folder) / RESULT_FILE).read_text("utf-8"))
     assert result["granularity"] == "segment" and len(result["segments"]) >= 1
     assert silence.ok and silence.row.status == "no speech" and "no speech" in clip_card(silence)
+    assert Path(speech.timeline_png).exists() and silence.timeline_png is None  # no timeline without speech
+
+
+@pytest.fixture(scope="module")
+def call_recording(tmp_path_factory) -> Path:
+    """The three example clips (espeak-ng speech) between silences of 1-2 s: a recording with speech and pauses."""
+    examples = sorted(p for p in (Path(__file__).resolve().parents[1] / "examples").glob("*.*") if p.suffix != ".md")
+    speech = [audio.load(p).samples for p in examples]
+    silences = [np.zeros(int(seconds * 16000), np.float32) for seconds in (1.0, 1.5, 2.0, 1.0)]
+    parts = [silences[0], speech[0], silences[1], speech[1], silences[2], speech[2], silences[3]]
+    path = tmp_path_factory.mktemp("web_timeline") / "call.wav"
+    sf.write(path, np.concatenate(parts), 16000, subtype="PCM_16")
+    return path
+
+
+SEGMENT_ROWS_JS = """grid => [...grid.querySelectorAll('[role=row][data-index]')].map(
+    row => [...row.querySelectorAll('[role=gridcell]')].map(cell => cell.innerText.trim()))"""  # Gradio 6's table
+
+
+def test_segment_granularity_shows_a_timeline_its_table_and_the_scores_of_the_segment_picked(
+    browser, web, clips, tiny_server, call_recording
+):
+    _, bad = clips
+    page = open_page(browser, web)
+    upload(page, call_recording, bad["silence"])
+    press(page, "segment")
+    cards = wait_for_cards(page, [call_recording.name, bad["silence"].name])
+
+    # the client library's answer for the same file: the reference for everything the page shows
+    async def direct():
+        async with Emotion2vecClient(tiny_server.grpc_url) as client:
+            return await client.score(audio.load(call_recording).samples, "segment")
+
+    with ThreadPoolExecutor(1) as thread:  # Playwright's sync API holds this thread's event loop
+        prediction = thread.submit(asyncio.run, direct()).result()
+    segments = prediction.segments
+    assert len(segments) >= 3  # at least one a clip
+
+    folder = Path(cards[call_recording.name]["folder"])
+    result = json.loads((folder / RESULT_FILE).read_text("utf-8"))
+    assert result["granularity"] == "segment" and len(result["segments"]) == len(segments)
+    assert cards[bad["silence"].name]["emotion"] == "no speech"  # as before: a status, no timeline
+
+    # one timeline, the recording's, with its segments
+    assert page.locator(".e2v-timeline img").count() == 1 and page.locator(".e2v-segments").count() == 1
+    assert page.locator(".e2v-timeline img").evaluate("img => img.complete && img.naturalWidth > 300")
+    assert page.locator(".e2v-timeline-caption").get_attribute("data-segments") == str(len(segments))
+    group = page.locator(".e2v-result").filter(has_text=call_recording.name)
+    assert group.locator(".e2v-timeline img").count() == 1
+
+    # the table: a row per segment, as the client library found them
+    table = page.locator(".e2v-segments [role=grid]")
+    table.locator("[role=gridcell]").first.wait_for()
+    rows = table.evaluate(SEGMENT_ROWS_JS)
+    assert len(rows) == len(segments), rows
+    for number, (row, segment) in enumerate(zip(rows, segments, strict=True), 1):
+        assert int(row[0]) == number
+        assert float(row[1]) == pytest.approx(segment.start, abs=1e-3)
+        assert float(row[2]) == pytest.approx(segment.end, abs=1e-3)
+        assert row[3] == prediction.label_of(segment.scores)
+        assert float(row[4]) == pytest.approx(float(np.max(segment.scores)), abs=1e-6)
+
+    def shown_segment(index: int) -> dict[str, float]:
+        card = page.locator(f'.e2v-segment-card[data-index="{index}"]')
+        card.wait_for()
+        return json.loads(card.get_attribute("data-scores"))
+
+    def expected(index: int) -> dict[str, float]:
+        return dict(zip(prediction.labels, segments[index].scores.tolist(), strict=True))
+
+    # the first segment until one is picked; then the one picked, its scores and its bar chart
+    assert shown_segment(0) == pytest.approx(expected(0), abs=1e-6)
+    first_chart = page.locator(".e2v-segment-bar img").get_attribute("src")
+    last = len(segments) - 1
+    assert expected(last) != pytest.approx(expected(0), abs=1e-6)  # so that the pick changes what is shown
+    table.locator(f'[role=gridcell][data-row="{last}"][data-col="3"]').click()
+    assert shown_segment(last) == pytest.approx(expected(last), abs=1e-6)
+    assert f"Segment {last + 1} of {len(segments)}" in page.locator(".e2v-segment-card").inner_text()
+    chart = page.locator(".e2v-segment-bar img")
+    page.wait_for_function(
+        "([img, before]) => img.getAttribute('src') !== before && img.complete && img.naturalWidth > 300",
+        arg=[chart.element_handle(), first_chart],
+    )
+
+
+def test_the_timeline_draws_each_segment_in_its_emotions_colour_as_opaque_as_it_is_confident():
+    from matplotlib.colors import to_hex
+
+    from e2v_client.client import Segment
+    from e2v_client.web.plots import label_colours, plot_timeline
+
+    labels = ["angry", "happy", "neutral", "sad"]
+    scores = [[0.1, 0.7, 0.1, 0.1], [0.05, 0.05, 0.1, 0.8], [0.4, 0.3, 0.2, 0.1]]
+    spans = [(0.5, 2.0), (3.0, 3.4), (5.25, 9.0)]
+    segments = [Segment(a, b, np.array(s), np.zeros(4)) for (a, b), s in zip(spans, scores, strict=True)]
+    figure = plot_timeline(labels, segments, 10.0, "call.wav")
+    bars = figure.axes[0].patches
+    assert np.allclose([(bar.get_x(), bar.get_x() + bar.get_width()) for bar in bars], spans)
+    tops = [label_colours(labels)[int(np.argmax(s))] for s in scores]
+    assert [to_hex(bar.get_edgecolor()) for bar in bars] == tops
+    assert [to_hex(bar.get_facecolor()) for bar in bars] == tops
+    assert [bar.get_facecolor()[3] for bar in bars] == pytest.approx([0.1 + 0.9 * max(s) for s in scores])
+    assert figure.axes[0].get_xlim() == (0.0, 10.0)
+    assert [t.get_text() for t in figure.axes[0].get_legend().get_texts()] == ["angry", "happy", "sad"]

@@ -2,14 +2,16 @@
 
 Upload one or more audio files (or record from the microphone), pick the granularity, tick "extract
 embedding" and press the button: each clip gets its emotion and confidence, a bar chart of the scores,
-for frame granularity a plot of the per-frame scores over time, and an outputs folder written exactly as
-e2v-client writes it (with a zip download of it). Several clips also get a summary table, written as
+for frame granularity a plot of the per-frame scores over time, for segment granularity the timeline of its
+speech segments with their table and the scores of the segment picked in it, and an outputs folder written
+exactly as e2v-client writes it (with a zip download of it). Several clips also get a summary table, written as
 summary_YYYYMMDD_HHMMSS.csv in the output root as e2v-client does.
 
 The page uses e2v-client's library, so the two give the same answer; labels, frame rate and maximum
 duration come from the server's model metadata. Modules: cli (flags, start-up), page (Gradio layout, HTML),
 app (the page's logic, no Gradio), messages (the page's texts), blocking_client (the asyncio client for
-Gradio's threads), files (what the page may read, zip and keep), plots (matplotlib figures).
+Gradio's threads), files (what the page may read, zip and keep), plots (matplotlib figures), timeline (the
+segment table and the picked segment).
 """
 
 from e2v_client.web.cli import main

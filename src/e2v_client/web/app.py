@@ -43,8 +43,11 @@ class ClipResult:
     name: str
     granularity: str = ""
     windows: int = 1
+    prediction: Prediction | None = None  # the server's answer (None when not scored)
     bar_png: str | None = None
     frame_png: str | None = None
+    timeline_png: str | None = None  # segment granularity, when there is speech
+    plot_stem: Path | None = None  # where the clip's plots are: the picked segment's chart goes beside them
     zip_path: str | None = None
 
     @property
@@ -161,7 +164,7 @@ class WebApp:
             except OSError as exc:  # decoding errors are AudioError: this is the outputs folder
                 error = f"cannot write the outputs folder in {self.output_dir}: {exc.strerror or exc}"
                 return item, None, None, self.failed(item.name, error)
-        return item, prediction, folder, ClipResult(row, item.name, granularity, prediction.windows)
+        return item, prediction, folder, ClipResult(row, item.name, granularity, prediction.windows, prediction)
 
     async def _score_all(self, inputs, granularity, embedding):
         limit, server_down = asyncio.Semaphore(self.concurrency), []
@@ -223,7 +226,9 @@ class WebApp:
         """The clip's plots and the zip of its outputs folder, in this run's work folder."""
         stem = f"{index:03d}"
         fps = self.info.frames_per_second if self.info else 50.0
-        result.bar_png, result.frame_png = save_plots(prediction, result.name, result.granularity, fps, run_dir / stem)
+        result.plot_stem = run_dir / stem
+        plots = save_plots(prediction, result.name, result.granularity, fps, result.plot_stem, result.row.duration)
+        result.bar_png, result.frame_png, result.timeline_png = plots
         zip_dir = run_dir / stem
         zip_dir.mkdir()
         result.zip_path = str(zip_folder(folder, self.output_dir, zip_dir))

@@ -1,4 +1,4 @@
-"""The Gradio page: its layout, its look, and the HTML of each clip's result.
+"""The Gradio page: its layout, its look, and the HTML of each clip's result (at segment granularity, its timeline).
 
 Only this module and cli.py know Gradio, and Gradio is imported inside the functions: the page logic (app.py)
 stays testable without a browser, and a missing web extra is reported by e2v-web rather than as an ImportError.
@@ -15,6 +15,7 @@ from e2v_client.client import GRANULARITIES
 from e2v_client.outputs import SUMMARY_COLUMNS
 from e2v_client.web import messages
 from e2v_client.web.app import ClipResult, RunResult, WebApp
+from e2v_client.web.timeline import Timeline
 
 TITLE = "emotion2vec+ speech emotion recognition"
 CSS = """
@@ -32,7 +33,9 @@ CSS = """
 .e2v-folder {font-size: 14px; word-break: break-all;}
 .e2v-failed .e2v-error-text {color: #8a1c1c; font-size: 16px;}
 .e2v-result {border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 8px;}
-.e2v-result .e2v-bar, .e2v-result .e2v-frames {border: none !important;}
+.e2v-result .e2v-bar, .e2v-result .e2v-frames, .e2v-result .e2v-timeline, .e2v-result .e2v-segment-bar
+    {border: none !important;}
+.e2v-timeline-caption, .e2v-segment-card {font-size: 15px; padding: 4px 2px;}
 """
 
 
@@ -66,6 +69,39 @@ def summary_table(results: list[ClipResult]) -> list[list]:
     return rows
 
 
+def timeline_view(timeline: Timeline) -> None:
+    """Inside the page's gr.render: the timeline picture, the segment table and the segment picked in it (the first
+    until a row is picked), its headline and bar chart."""
+    import gradio as gr
+
+    image = dict(type="filepath", show_label=False, format="png", interactive=False, buttons=["download", "fullscreen"])
+    gr.HTML(timeline.caption())
+    gr.Image(timeline.png, **image, elem_classes=["e2v-timeline"])
+    headline, chart = timeline.picked(0)
+    with gr.Row(equal_height=False):
+        table = gr.Dataframe(
+            value=timeline.rows(),
+            headers=timeline.columns(),
+            label="Speech segments",
+            interactive=False,
+            wrap=False,
+            max_height=420,
+            scale=1,
+            elem_classes=["e2v-segments"],
+        )
+        with gr.Column(scale=1, min_width=300):
+            picked = gr.HTML(headline, elem_classes=["e2v-segment"])
+            bar = gr.Image(chart, **image, elem_classes=["e2v-segment-bar"])
+
+    def pick(event):  # the row's "#" is the segment's number, whatever the table's sort order
+        return timeline.picked(int(event.row_value[0]) - 1)
+
+    # Gradio hands the selection to the parameter annotated gr.SelectData; this module's annotations are strings
+    # (from __future__ import annotations) that cannot name gradio, imported in the function: so given as a type.
+    pick.__annotations__["event"] = gr.SelectData
+    table.select(pick, outputs=[picked, bar])
+
+
 def theme():
     import gradio as gr
 
@@ -95,7 +131,15 @@ def build_page(app: WebApp):
                 )
             )
         results = [
-            dict(name=r.name, ok=r.ok, card=clip_card(r), bar=r.bar_png, frames=r.frame_png, zip=r.zip_path)
+            dict(
+                name=r.name,
+                ok=r.ok,
+                card=clip_card(r),
+                bar=r.bar_png,
+                frames=r.frame_png,
+                timeline=Timeline.of(r),
+                zip=r.zip_path,
+            )
             for r in run.results
         ]
         table = summary_table(run.results) if run.results else []
@@ -126,7 +170,8 @@ def build_page(app: WebApp):
                     list(GRANULARITIES),
                     value="utterance",
                     label="Granularity",
-                    info="utterance: one answer per clip; frame: also scores per frame over time",
+                    info="utterance: one answer per clip; frame: also scores per frame over time; "
+                    "segment: an answer per speech segment, on a timeline",
                     elem_id="e2v-granularity",
                 )
                 embedding = gr.Checkbox(label="Extract embedding (embedding.npy)", value=False, elem_id="e2v-embedding")
@@ -171,6 +216,8 @@ def build_page(app: WebApp):
                                     buttons=["download", "fullscreen"],
                                     elem_classes=["e2v-frames"],
                                 )
+                            if item["timeline"]:
+                                timeline_view(item["timeline"])
 
                 table = gr.Dataframe(
                     headers=list(SUMMARY_COLUMNS),

@@ -1,4 +1,5 @@
-"""The page's pictures: a bar chart of a clip's scores and, at frame granularity, its scores over time.
+"""The page's pictures: a bar chart of a clip's scores, at frame granularity its scores over time, and at segment
+granularity the timeline of its speech segments.
 
 matplotlib Figure objects with the Agg canvas, never pyplot: pyplot keeps global state that the page's worker
 threads would share. matplotlib is imported inside the functions so that the rest of the page imports
@@ -8,12 +9,13 @@ without it (e2v-web's main says which extra to install when it is missing).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
-from e2v_client.client import Prediction
+from e2v_client.client import Prediction, Segment
 
-# Colours per label, the same in the bar chart, the frame plot and its dominant-label band.
+# Colours per label, the same in the bar chart, the frame plot and its dominant-label band, and the timeline.
 LABEL_COLOURS = {
     "angry": "#d62728",
     "disgusted": "#bcbd22",
@@ -127,21 +129,82 @@ def plot_frames(labels: list[str], frame_scores: np.ndarray, frames_per_second: 
     return fig
 
 
+def plot_timeline(labels: list[str], segments: list[Segment], seconds: float, title: str):
+    """The speech segments over the recording's time: a bar per segment in its emotion's colour, filled as opaque as
+    the segment is confident, its emotion and confidence written on it where there is room; a lane per channel
+    when the segments carry one."""
+    from matplotlib.colors import to_rgba
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    colours = label_colours(labels)
+    lanes = sorted({segment.channel for segment in segments}, key=lambda channel: -1 if channel is None else channel)
+    end = max([seconds, *(segment.end for segment in segments)])
+    fig = Figure(figsize=(10, 1.9 + 0.45 * len(lanes)), dpi=100, layout="constrained")
+    ax = fig.add_subplot()
+    for segment in segments:
+        top = int(np.argmax(segment.scores))
+        confidence = float(segment.scores[top])
+        lane = lanes.index(segment.channel)
+        ax.barh(
+            lane,
+            segment.seconds,
+            left=segment.start,
+            height=0.7,
+            color=to_rgba(colours[top], 0.1 + 0.9 * confidence),
+            edgecolor=colours[top],
+            linewidth=1.2,
+        )
+        if segment.seconds > 0.0075 * end * len(labels[top]):  # about the width of the emotion's name at 9 points
+            text = f"{labels[top]}\n{confidence * 100:.0f} %"
+            ax.text(segment.start + segment.seconds / 2, lane, text, ha="center", va="center", fontsize=9)
+    ax.set_xlim(0, end)
+    ax.set_ylim(len(lanes) - 0.5, -0.5)
+    ax.set_yticks(range(len(lanes)), ["speech" if lane is None else f"channel {lane}" for lane in lanes], fontsize=10)
+    ax.tick_params(axis="x", labelsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.set_xlabel("time (s)  ·  colour: emotion, opacity: confidence", fontsize=11)
+    ax.set_title(title, fontsize=12, loc="left")
+    shown = sorted({int(np.argmax(segment.scores)) for segment in segments})
+    ax.legend(
+        handles=[Patch(color=colours[i], label=labels[i]) for i in shown],
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        frameon=False,
+        fontsize=10,
+        title="emotion",
+        title_fontsize=10,
+    )
+    return fig
+
+
 def save_png(fig, path):
     fig.savefig(path, format="png")
     return path
 
 
+class PlotFiles(NamedTuple):
+    scores: str  # the bar chart
+    frames: str | None  # frame granularity: the scores over time
+    timeline: str | None  # segment granularity, when there is speech: the segments over time
+
+
 def save_plots(
-    prediction: Prediction, name: str, granularity: str, frames_per_second: float, stem: Path
-) -> tuple[str, str | None]:
-    """The bar chart (stem_scores.png) and, when there are frame scores, the frame plot (stem_frames.png)."""
+    prediction: Prediction, name: str, granularity: str, frames_per_second: float, stem: Path, seconds: float = 0.0
+) -> PlotFiles:
+    """The bar chart (stem_scores.png); when there are frame scores, the frame plot (stem_frames.png); when there are
+    speech segments, the timeline of the recording's `seconds` (stem_timeline.png)."""
     kinds = {"utterance": "utterance scores", "segment": "speech segments' scores, weighted by duration"}
     kind = kinds.get(granularity, "utterance scores (whole clip)")
     bar = plot_scores(prediction.labels, prediction.scores, f"{name}: {kind}")
     bar_png = str(save_png(bar, stem.with_name(f"{stem.name}_scores.png")))
-    frame_png = None
+    frame_png = timeline_png = None
     if prediction.frame_scores is not None and len(prediction.frame_scores):
         frames = plot_frames(prediction.labels, prediction.frame_scores, frames_per_second, f"{name}: scores per frame")
         frame_png = str(save_png(frames, stem.with_name(f"{stem.name}_frames.png")))
-    return bar_png, frame_png
+    if prediction.segments:
+        title = f"{name}: {len(prediction.segments)} speech segments"
+        timeline = plot_timeline(prediction.labels, prediction.segments, seconds, title)
+        timeline_png = str(save_png(timeline, stem.with_name(f"{stem.name}_timeline.png")))
+    return PlotFiles(bar_png, frame_png, timeline_png)
