@@ -155,6 +155,11 @@ class Progress(tqdm):
         super().__init__(total=total, unit=" audio-s", unit_scale=True, disable=quiet, dynamic_ncols=True)
         self.durations, self.files, self.files_done = durations, files, 0
 
+    def add_audio(self, seconds: float) -> None:
+        if self.total is not None and self.n + seconds > self.total:  # a header that understated its length
+            self.total = self.n + seconds
+        self.update(seconds)
+
     def file_done(self, row) -> None:
         if row.status == "failed":
             self.write(f"e2v-client: failed: {row.source_file}: {row.error}", file=sys.stderr)
@@ -188,7 +193,7 @@ async def main_async(args) -> int:
     progress = Progress(durations, len(inputs), args.quiet)
 
     try:
-        report = await run_batch(client, inputs, options, progress.file_done, progress.update)
+        report = await run_batch(client, inputs, options, progress.file_done, progress.add_audio)
     except AccessError as exc:
         progress.close()  # before the message, so that the bar does not overwrite it
         print(
