@@ -230,3 +230,15 @@ def test_timeline_bench_measures_a_long_recording_and_a_killed_batch_resumed(tmp
     assert resume["folders"] == resume["files"] == 6 and not resume["missing"] and not resume["duplicated"]
     assert resume["partial_left"] == 0 and resume["failed"] == 0
     assert "client peak memory" in stdout and "the detector alone" in stdout and "--resume finished" in stdout
+
+
+def test_vad_report_compares_the_detectors_on_known_speech():
+    """docs/segments.md's detector table, at its smallest: one tuning and one held-out recording."""
+    stdout = run_script("vad_report.py", "--recordings", "1")
+    rows = {
+        line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in stdout.splitlines() if line.startswith("| ")
+    }
+    assert {"Silero, 8 kHz mode (ours)", "Silero, 16 kHz mode", "WebRTC VAD, mode 3"} <= set(rows)
+    ours = rows["Silero, 8 kHz mode (ours)"]
+    assert float(ours[2].rstrip("%")) >= 90 and ours[3] == "0 of 13" and ours[7].startswith("0 of 1")
+    assert "host:" in stdout and "flags:" in stdout

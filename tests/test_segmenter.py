@@ -18,10 +18,10 @@ import pytest
 import soundfile
 import soxr
 
+from e2v_bench.speech_recordings import Recording, clicks, espeak, music, noise, recording, score, total
 from e2v_client import audio as client_audio
 from e2v_common import runtimes
 from e2v_common.segmenter import SAMPLE_RATE, Segment, Segmenter, SegmentOptions, SileroVad
-from speech_recordings import Recording, clicks, espeak, music, noise, recording, score, total
 
 CHUNK = 512  # samples a probability
 SECOND = SAMPLE_RATE

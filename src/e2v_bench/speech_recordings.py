@@ -1,7 +1,7 @@
-"""Test recordings with known speech: espeak-ng sentences in a few voices at 16 kHz, gaps of known silence,
+"""Recordings with known speech: espeak-ng sentences in a few voices at 16 kHz, gaps of known silence,
 background noise at a given SNR, and chords, a vibrato melody or clicks in some gaps; and how a segmentation
-is scored against them. Built and scored as the recordings the segmenter's defaults were chosen on
-(docs/segments.md), with other seeds.
+is scored against them. The segmenter's tests (tests/test_segmenter.py) and the detectors' comparison
+(scripts/vad_report.py, which chose the defaults in docs/segments.md) build them with their own seeds.
 
 The truth of a sentence is its espeak-ng clip trimmed of the clip's own leading and trailing silence
 (|x| above 2 % of the clip's peak, 1 ms guard); the gaps between sentences hold no speech.
