@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 
-from e2v_client.audio import Clip, write_wav
 from e2v_client.client import Prediction
 
 FOLDER_PREFIX = "outputs_"
@@ -97,27 +96,6 @@ def result_json(
     if random_weights:
         result["warning"] = "random-weight test checkpoint: these predictions are meaningless"
     return result
-
-
-def write_folder(
-    root: str | Path,
-    clip: Clip,
-    prediction: Prediction,
-    granularity: str,
-    embedding: bool,
-    source: str | None,
-    model: str,
-    random_weights: bool = False,
-    frames_per_second: float = 50.0,
-    channels: str = "mix",
-) -> Path:
-    """Write one complete outputs folder for a decoded clip and return its path."""
-    with new_folder(root) as staging:
-        write_wav(staging / AUDIO_FILE, clip)
-        return finish_folder(
-            staging, prediction, granularity, embedding, clip.seconds, source, model, random_weights,
-            frames_per_second, channels, clip.broken,
-        )  # fmt: skip
 
 
 @contextmanager

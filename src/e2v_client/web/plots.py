@@ -84,7 +84,6 @@ def plot_frames(labels: list[str], frame_scores: np.ndarray, frames_per_second: 
     """Per-frame scores over time (one line per label) and a band under them coloured by each frame's top label."""
     from matplotlib.colors import ListedColormap
     from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
 
     frame_scores = np.asarray(frame_scores, dtype=float)
     count = len(frame_scores)
@@ -116,16 +115,7 @@ def plot_frames(labels: list[str], frame_scores: np.ndarray, frames_per_second: 
     band.set_yticks([0.5], ["top label"], fontsize=10)
     band.tick_params(axis="x", labelsize=10)
     band.set_xlabel(f"time (s)  ·  {count} frames at {frames_per_second:g} frames/s", fontsize=11)
-    handles = [Patch(color=colours[i], label=label) for i, label in enumerate(labels)]
-    ax.legend(
-        handles=handles,
-        loc="upper left",
-        bbox_to_anchor=(1.01, 1.0),
-        frameon=False,
-        fontsize=11,
-        title="label",
-        title_fontsize=11,
-    )
+    legend_beside(ax, colours, labels, range(len(labels)), "label", 11)
     return fig
 
 
@@ -135,7 +125,6 @@ def plot_timeline(labels: list[str], segments: list[Segment], seconds: float, ti
     when the segments carry one."""
     from matplotlib.colors import to_rgba
     from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
 
     colours = label_colours(labels)
     lanes = sorted({segment.channel for segment in segments}, key=lambda channel: -1 if channel is None else channel)
@@ -167,16 +156,17 @@ def plot_timeline(labels: list[str], segments: list[Segment], seconds: float, ti
     ax.set_xlabel("time (s)  ·  colour: emotion, opacity: confidence", fontsize=11)
     ax.set_title(title, fontsize=12, loc="left")
     shown = sorted({int(np.argmax(segment.scores)) for segment in segments})
-    ax.legend(
-        handles=[Patch(color=colours[i], label=labels[i]) for i in shown],
-        loc="upper left",
-        bbox_to_anchor=(1.01, 1.0),
-        frameon=False,
-        fontsize=10,
-        title="emotion",
-        title_fontsize=10,
-    )
+    legend_beside(ax, colours, labels, shown, "emotion", 10)
     return fig
+
+
+def legend_beside(ax, colours: list[str], labels: list[str], shown, title: str, fontsize: int) -> None:
+    """A legend of these labels' colours to the right of the plot."""
+    from matplotlib.patches import Patch
+
+    handles = [Patch(color=colours[i], label=labels[i]) for i in shown]
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=fontsize,
+              title=title, title_fontsize=fontsize)  # fmt: skip
 
 
 def save_png(fig, path):
