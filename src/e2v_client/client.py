@@ -52,6 +52,9 @@ CHANNEL_ARGS = [
     ("grpc.initial_reconnect_backoff_ms", 250),
     ("grpc.min_reconnect_backoff_ms", 250),
     ("grpc.max_reconnect_backoff_ms", 2000),
+    # every address a name resolves to gets requests in turn (dns:///pods.example:8001, a Kubernetes headless
+    # Service); gRPC's default, pick_first, would send everything to the first one
+    ("grpc.lb_policy_name", "round_robin"),
 ]
 
 
