@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -22,7 +22,7 @@ import numpy as np
 import soundfile
 
 from e2v_client import audio, outputs
-from e2v_client.client import AccessError, Emotion2vecClient, Prediction, RequestError, ServerError
+from e2v_client.client import AccessError, Emotion2vecClient, Prediction, RequestError, ServerError, by_channel
 from e2v_client.outputs import NO_SPEECH, SummaryRow, completed_sources, write_segments, write_summary
 from e2v_common.contract import SAMPLE_RATE
 
@@ -109,9 +109,8 @@ async def score_recording(
         audio.check_length(decoder.samples)
         for timeline in timelines:
             await timeline.feed(np.zeros(0, np.float32), last=True)
-        tag = len(timelines) > 1
-        segments = [replace(s, channel=i) if tag else s for i, t in enumerate(timelines) for s in t.segments]
-        segments.sort(key=lambda segment: (segment.start, segment.channel or 0))
+        per_channel = [timeline.segments for timeline in timelines]
+        segments = by_channel(per_channel) if len(per_channel) > 1 else per_channel[0]
         prediction = client.segment_prediction(segments)
         return (await _finish(client, staging, prediction, decoder.seconds, decoder.broken, options, source))[1]
 

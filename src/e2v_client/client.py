@@ -472,12 +472,8 @@ class Emotion2vecClient:
         each segment carries its channel; the recording's answer weighs the segments of every channel."""
         if self.info is None:
             await self.connect()
-        segments = []
-        for index, samples in enumerate(channels):
-            found = await self._segments(samples, segment_options or {})
-            segments += [dataclasses.replace(segment, channel=index) for segment in found]
-        segments.sort(key=lambda segment: (segment.start, segment.channel))
-        return self.segment_prediction(segments)
+        per_channel = [await self._segments(samples, segment_options or {}) for samples in channels]
+        return self.segment_prediction(by_channel(per_channel))
 
     async def _segments(self, samples: np.ndarray, options: dict) -> list[Segment]:
         """The segments model on a whole recording."""
@@ -522,6 +518,12 @@ class Emotion2vecClient:
         return Prediction(labels, scores, embedding, None, None, segments=segments)
 
 
+def by_channel(per_channel: list[list[Segment]]) -> list[Segment]:
+    """Each channel's segments tagged with its index, in time order (the channel breaking ties)."""
+    tagged = [dataclasses.replace(segment, channel=i) for i, found in enumerate(per_channel) for segment in found]
+    return sorted(tagged, key=lambda segment: (segment.start, segment.channel))
+
+
 class Timeline:
     """One recording's speech segments, its samples fed in blocks of any size as they are decoded.
 
@@ -535,6 +537,8 @@ class Timeline:
         self.client, self.options = client, options
         self.segments: list[Segment] = []
         self.pending = np.zeros(0, dtype=np.float32)  # samples from `start` on, not yet answered for
+        self.blocks: list[np.ndarray] = []  # fed since, not yet joined to pending
+        self.held = 0  # samples in pending and blocks
         self.start = 0  # the recording's sample at pending[0]
         self.state = b""  # the segmenter's state, handed back with the next piece
         self.done = False
@@ -546,10 +550,16 @@ class Timeline:
         if self.client.info is None:
             await self.client.connect()
         piece_samples = int(self.client.info.max_seconds * self.client.info.sample_rate)
-        self.pending = np.concatenate([self.pending, np.asarray(samples, dtype=np.float32)])
+        self.blocks.append(np.asarray(samples, dtype=np.float32))
+        self.held += len(samples)
         # a piece that is not the last goes only once more samples follow it, so the last is never empty
+        if self.held <= piece_samples and not last:
+            return  # joined only when a piece is due, not on every block
+        self.pending = np.concatenate([self.pending, *self.blocks])
+        self.blocks, self.held = [], 0
         while len(self.pending) > piece_samples:
             await self._send(self.pending[:piece_samples], last=False)
+        self.held = len(self.pending)
         if last:
             await self._send(self.pending, last=True)
             self.done = True
