@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import random
 import shutil
 import signal
 import socket
@@ -36,10 +37,29 @@ class TritonCommand:
     env: dict = field(default_factory=dict)
 
 
+def _ephemeral_ports() -> range:
+    """The ports the kernel hands to outgoing connections (ip_local_port_range)."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return range(low, high + 1)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A port nothing listens on, outside the ephemeral range: a port from bind(0) is an ephemeral one, and
+    before the server binds it any outgoing connection may take it (a client polling a loading server can even
+    connect to itself on it), so the server then exits with 'already in use'."""
+    ephemeral = _ephemeral_ports()
+    candidates = [port for port in range(20000, 65000) if port not in ephemeral]
+    for port in random.sample(candidates, 200):
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise OSError(f"no free port on {host} outside the ephemeral range {ephemeral.start}-{ephemeral.stop - 1}")
 
 
 SHM_REGION_PREFIX = "/dev/shm/triton_python_backend_shm_region_"  # a stub's shared memory with tritonserver
@@ -297,7 +317,7 @@ class TritonServer:
                 if self.process.poll() is not None:
                     raise ServerStartError(
                         f"tritonserver exited with code {self.process.returncode} while loading"
-                        + (f"; see {self.log_path}" if self.log_path else "")
+                        + (f"; see {self.log_path}:\n{self.log_errors()}" if self.log_path else "")
                     )
                 try:
                     if client.is_model_ready(contract.ENSEMBLE_MODEL, client_timeout=2):
@@ -308,6 +328,14 @@ class TritonServer:
             raise ServerStartError(f"{contract.ENSEMBLE_MODEL} was not ready after {self.ready_timeout:.0f} s")
         finally:
             client.close()
+
+    def log_errors(self, lines: int = 10) -> str:
+        """The last error lines of the server's log (Triton marks them with E or F in the first column)."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join([line for line in text.splitlines() if line[:1] in ("E", "F")][-lines:])
 
     def stop(self, timeout: float = EXIT_TIMEOUT_S + 3.0) -> None:
         """SIGTERM: Triton finishes in-flight requests (up to its exit timeout) and unloads the models. With a
