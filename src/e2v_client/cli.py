@@ -20,6 +20,7 @@ from e2v_client.batch import BatchOptions, expand_inputs, run_batch
 from e2v_client.client import (
     GRANULARITIES,
     AccessError,
+    AdaptiveConcurrency,
     ConfigError,
     Emotion2vecClient,
     RetryPolicy,
@@ -28,14 +29,16 @@ from e2v_client.client import (
     read_token_file,
 )
 from e2v_client.outputs import NO_SPEECH
+from e2v_common import contract
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_ERROR = 0, 1, 2
 
 PROBED_INPUTS = 1000  # the progress bar's total: the headers of up to this many files are read up front
 
 
-def add_server_arguments(parser: argparse.ArgumentParser, retries: int) -> None:
-    """The options of e2v-client and e2v-web for reaching the server and writing outputs folders."""
+def add_server_arguments(parser: argparse.ArgumentParser, retries: int | None) -> None:
+    """The options of e2v-client and e2v-web for reaching the server and writing outputs folders (retries: the
+    default cap on a request's retries; None: none, only e2v-client's --retry-for budget)."""
     parser.add_argument(
         "--url",
         default="127.0.0.1:8001",
@@ -47,7 +50,8 @@ def add_server_arguments(parser: argparse.ArgumentParser, retries: int) -> None:
         "--retries",
         type=int,
         default=retries,
-        help="retries of a request while the server is down or overloaded (default: %(default)s)",
+        help="retries of a request while the server is down or overloaded, at most"
+        + (" (default: %(default)s)" if retries is not None else " (default: no count, only --retry-for)"),
     )
     parser.add_argument("--output-dir", default="outputs", help="root of the outputs folders (default: %(default)s)")
     secure = parser.add_argument_group("through the gateway (e2v-serve --public)")
@@ -98,17 +102,40 @@ def parse_args(argv):
         "channel, each segment with its channel, as a call centre's agent and customer (default: %(default)s)",
     )
     parser.add_argument("--embedding", action="store_true", help="also write embedding.npy")
-    parser.add_argument("--concurrency", type=int, default=8, help="requests in flight (default: %(default)s)")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=8,
+        help="most requests in flight; fewer while the server refuses requests, more again as answers come "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--priority",
+        choices=contract.PRIORITIES,
+        default="bulk",
+        help="bulk: served after interactive requests (the page, single calls); interactive: ahead of bulk jobs, "
+        "for a few files someone waits for (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--retry-for",
+        type=float,
+        default=RetryPolicy.retry_for,
+        metavar="SECONDS",
+        help="how long a request the server refuses (overloaded, restarting, down) is retried before it fails "
+        "(default: %(default)g: an overload is ridden out, a server gone for longer is not)",
+    )
     parser.add_argument(
         "--resume", action="store_true", help="skip inputs that already have a complete folder with the same settings"
     )
-    add_server_arguments(parser, retries=7)  # with back-off, about 30 s: a server restart
+    add_server_arguments(parser, retries=None)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if not args.inputs and not args.files_from:
         parser.error("give audio files or directories, or --files-from LIST")
     if args.concurrency < 1:
         parser.error("--concurrency must be at least 1")
+    if args.retry_for < 0 or (args.retries is not None and args.retries < 0):
+        parser.error("--retry-for and --retries must be 0 or more")
     if args.channels == "separate" and args.granularity != "segment":
         parser.error("--channels separate gives each channel its own timeline: use it with --granularity segment")
     return args
@@ -128,7 +155,15 @@ async def connected_client(args) -> Emotion2vecClient | None:
         return None
     if warning := plaintext_token_warning(security, "e2v-client"):
         print(warning, file=sys.stderr)
-    client = Emotion2vecClient(args.url, timeout=args.timeout, retry=RetryPolicy(attempts=args.retries + 1), **security)
+    retry = RetryPolicy(retry_for=args.retry_for, attempts=None if args.retries is None else args.retries + 1)
+    client = Emotion2vecClient(
+        args.url,
+        timeout=args.timeout,
+        retry=retry,
+        max_in_flight=args.concurrency,
+        priority=args.priority,
+        **security,
+    )
     try:
         await client.connect()
         return client
@@ -148,12 +183,25 @@ def header_durations(inputs: list[Path]) -> dict[str, float]:
 
 class Progress(tqdm):
     """The batch's bar, in audio seconds (block by block at segment granularity, so an hour-long file moves it
-    too), with the files done beside it and a line for each failure or warning."""
+    too), with the files done, the requests in flight and whether the server is refusing requests beside it,
+    and a line for each failure or warning."""
 
-    def __init__(self, durations: dict[str, float], files: int, quiet: bool):
+    def __init__(self, durations: dict[str, float], files: int, quiet: bool, concurrency: AdaptiveConcurrency):
         total = sum(durations.values()) or None
         super().__init__(total=total, unit=" audio-s", unit_scale=True, disable=quiet, dynamic_ncols=True)
         self.durations, self.files, self.files_done = durations, files, 0
+        self.concurrency = concurrency
+
+    def show_load(self) -> None:
+        load = f"{self.files_done}/{self.files} files, {self.concurrency.in_flight} in flight"
+        if self.concurrency.busy:
+            load += f", server busy: at most {int(self.concurrency.limit)}"
+        self.set_postfix_str(load, refresh=True)
+
+    async def keep_showing_load(self) -> None:
+        while True:  # refreshed while nothing finishes too, as in an overload
+            self.show_load()
+            await asyncio.sleep(1.0)
 
     def add_audio(self, seconds: float) -> None:
         if self.total is not None and self.n + seconds > self.total:  # a header that understated its length
@@ -168,7 +216,7 @@ class Progress(tqdm):
         if row.status in ("skipped", "failed") and self.total:  # audio that the bar will not count
             self.total -= self.durations.get(row.source_file, 0.0)
         self.files_done += 1
-        self.set_postfix_str(f"{self.files_done}/{self.files} files", refresh=True)
+        self.show_load()
 
 
 async def main_async(args) -> int:
@@ -190,7 +238,8 @@ async def main_async(args) -> int:
         )
 
     durations = await asyncio.to_thread(header_durations, inputs)
-    progress = Progress(durations, len(inputs), args.quiet)
+    progress = Progress(durations, len(inputs), args.quiet, client.concurrency)
+    showing = asyncio.create_task(progress.keep_showing_load())
 
     try:
         report = await run_batch(client, inputs, options, progress.file_done, progress.add_audio)
@@ -203,6 +252,7 @@ async def main_async(args) -> int:
         )
         return EXIT_ERROR
     finally:
+        showing.cancel()
         progress.close()
         await client.close()
 

@@ -233,15 +233,69 @@ class Prediction:
 
 @dataclass
 class RetryPolicy:
-    attempts: int = 8  # tries per request, the first included: about 30 s, a server restart's worth
+    """Retries of a request while the server is down, restarting or overloaded, budgeted in time: after
+    `retry_for` seconds of failing, the request fails (ServerError). `attempts` caps the tries as well (the
+    first included; None: only the time budget)."""
+
+    retry_for: float = 600.0  # seconds: an overload or a restart is ridden out, a server gone for good is not
+    attempts: int | None = None
     first_delay: float = 0.5  # seconds, doubled after each failure (with jitter)
     max_delay: float = 8.0
 
     def delays(self):
-        delay = self.first_delay
-        for _ in range(self.attempts - 1):
-            yield min(delay, self.max_delay) * (0.8 + 0.4 * random.random())
-            delay *= 2
+        """The waits between tries, each drawn when the previous try has failed; ends when the budget is spent."""
+        deadline = time.monotonic() + self.retry_for
+        delay, tries = self.first_delay, 1
+        while self.attempts is None or tries < self.attempts:
+            wait = min(delay, self.max_delay) * (0.8 + 0.4 * random.random())
+            if time.monotonic() + wait > deadline:
+                return
+            yield wait
+            delay, tries = delay * 2, tries + 1
+
+
+class AdaptiveConcurrency:
+    """How many requests a client keeps in flight, adapted to what the server takes (AIMD, as TCP does): up to
+    `maximum`; halved when the server refuses a request (a full queue, an expired wait, a restart), at most
+    once per CUT_INTERVAL_S; raised by one after as many answers as the limit is high."""
+
+    CUT_INTERVAL_S = 1.0  # the refusals of one overload arrive together: they cut the limit once
+    BUSY_S = 5.0  # the server counts as busy this long after a refusal
+
+    def __init__(self, maximum: int):
+        if maximum < 1:
+            raise ValueError("at least one request must be allowed in flight")
+        self.maximum = maximum
+        self.limit = float(maximum)
+        self.in_flight = 0
+        self.refusals = 0
+        self._last_cut = self._last_refusal = -math.inf
+        self._changed = asyncio.Condition()
+
+    @property
+    def busy(self) -> bool:
+        return time.monotonic() - self._last_refusal < self.BUSY_S
+
+    async def __aenter__(self):
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.in_flight < int(self.limit))
+            self.in_flight += 1
+
+    async def __aexit__(self, *exc):
+        async with self._changed:
+            self.in_flight -= 1
+            self._changed.notify_all()
+
+    def answered(self) -> None:
+        self.limit = min(self.maximum, self.limit + 1 / self.limit)
+
+    def refused(self) -> None:
+        now = time.monotonic()
+        self.refusals += 1
+        self._last_refusal = now
+        if now - self._last_cut >= self.CUT_INTERVAL_S:
+            self.limit = max(1.0, self.limit / 2)
+            self._last_cut = now
 
 
 def _status(exc: InferenceServerException) -> str:
@@ -284,6 +338,8 @@ class Emotion2vecClient:
         retry: RetryPolicy | None = None,
         cooldown: float = 5.0,
         *,
+        max_in_flight: int = 64,
+        priority: str = contract.DEFAULT_PRIORITY,
         ssl: bool = False,
         root_cert: str | Path | None = None,
         token: str | None = None,
@@ -295,6 +351,10 @@ class Emotion2vecClient:
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self.cooldown = cooldown
+        if priority not in contract.PRIORITIES:
+            raise ValueError(f"priority must be one of {', '.join(contract.PRIORITIES)}")
+        self.priority = priority
+        self.concurrency = AdaptiveConcurrency(max_in_flight)
         self.root_cert = check_root_cert(root_cert) if root_cert is not None else None
         self.ssl = bool(ssl) or self.root_cert is not None
         self._token = BearerToken(token) if token is not None else None
@@ -302,6 +362,11 @@ class Emotion2vecClient:
         self._down_until = [0.0] * len(self.urls)
         self._next = 0
         self.info: ModelInfo | None = None
+
+    @property
+    def priority_level(self) -> int:
+        """Triton's priority level of this client's requests (contract.PRIORITIES)."""
+        return contract.PRIORITIES[self.priority]
 
     @property
     def has_token(self) -> bool:
@@ -356,17 +421,22 @@ class Emotion2vecClient:
         return None
 
     async def _call(self, what: str, call):
-        """Run call(server) with failover between servers and bounded, backed-off retries."""
+        """Run call(server) with failover between servers and backed-off retries within the retry budget; the
+        requests in flight adapt to the server's refusals (self.concurrency)."""
         delays = self.retry.delays()
         failed_since_sleep: set[int] = set()
         while True:
             index = self._pick()
             try:
-                return await call(self._servers[index])
+                async with self.concurrency:
+                    response = await call(self._servers[index])
+                self.concurrency.answered()
+                return response
             except InferenceServerException as exc:
                 refused = self._not_retryable(exc, what, self.urls[index])
                 if refused is not None:
                     raise refused from None
+                self.concurrency.refused()
                 self._down_until[index] = time.monotonic() + self.cooldown
                 failed_since_sleep.add(index)
                 if len(failed_since_sleep) < len(self._servers):
@@ -395,7 +465,11 @@ class Emotion2vecClient:
         response = await self._call(
             "inference",
             lambda server: server.infer(
-                contract.ENSEMBLE_MODEL, [tensor], outputs=requested, client_timeout=self.timeout
+                contract.ENSEMBLE_MODEL,
+                [tensor],
+                outputs=requested,
+                client_timeout=self.timeout,
+                priority=self.priority_level,
             ),
         )
         return {name: response.as_numpy(name)[0] for name in outputs}
@@ -415,6 +489,7 @@ class Emotion2vecClient:
                 [frames, lengths],
                 outputs=[InferRequestedOutput(scores_name)],
                 client_timeout=self.timeout,
+                priority=self.priority_level,
             ),
         )
         return response.as_numpy(scores_name)[0]

@@ -30,6 +30,12 @@ PREPROCESS_MODEL = "preprocess"
 ENCODER_MODEL = "encoder"
 CLASSIFIER_MODEL = "classifier"
 
+# --- request priorities ----------------------------------------------------
+# Triton's priority levels (1 is served first), on every step of the ensemble: interactive calls (the page,
+# single requests, any caller that sends no priority) go before bulk jobs, which e2v-client's batches send.
+PRIORITIES = {"interactive": 1, "bulk": 2}
+DEFAULT_PRIORITY = "interactive"
+
 # --- the gateway -----------------------------------------------------------
 # The header that carries the gateway's token: "Bearer <token>", on gRPC metadata and HTTP alike.
 TOKEN_HEADER = "authorization"

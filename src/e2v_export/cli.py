@@ -83,6 +83,14 @@ def _export_parser() -> argparse.ArgumentParser:
         default = getattr(defaults, _field(flag))
         serving.add_argument(flag, type=type(default), default=default, help=f"{help_text} (default: %(default)s)")
     serving.add_argument(
+        "--max-queue-wait",
+        type=float,
+        metavar="SECONDS",
+        help="encoder: an admitted request waits at most this long, then is refused with UNAVAILABLE (retryable); "
+        "0: no bound (default: the time this machine takes to score two requests of --max-seconds, measured at "
+        "export, within 2-60 s)",
+    )
+    serving.add_argument(
         "--runtime",
         choices=("auto", *RUNTIMES),
         default="auto",
@@ -174,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         model_name=args.model_name,
         tensorrt=args.tensorrt,
         quantization=args.quantization,
+        max_queue_wait=args.max_queue_wait,
         **{_field(flag): getattr(args, _field(flag)) for flag, _ in NUMERIC_SERVING_OPTIONS},
     )
     try:

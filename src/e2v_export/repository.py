@@ -82,6 +82,10 @@ class RepositoryOptions:
     # the encoder's queue: requests beyond this many waiting are refused at once (UNAVAILABLE, which the client
     # retries with back-off) instead of waiting without bound; 0: no bound
     max_queue_size: int = 16
+    # the encoder's queue: an admitted request waits at most this many seconds, then is refused (UNAVAILABLE
+    # "Request timeout expired", retryable); None: derived from the speed measured at export (queue_wait()),
+    # 0: no bound. A caller may ask for less with its request's own timeout.
+    max_queue_wait: float | None = None
     preprocess_instances: int = 1
     encoder_instances: int = 1
     instance_kind: str = "cpu"  # cpu or gpu, for the encoder and classifier
@@ -116,6 +120,8 @@ class RepositoryOptions:
             raise ValueError("the length bucket must be at least one frame hop")
         if self.max_queue_size < 0:
             raise ValueError("max queue size must be 0 (no bound) or more")
+        if self.max_queue_wait is not None and self.max_queue_wait < 0:
+            raise ValueError("max queue wait must be 0 (no bound) or more seconds")
         if min(self.max_seconds, self.max_run_seconds) * contract.SAMPLE_RATE < contract.FRAME_RECEPTIVE_FIELD:
             raise ValueError("max_seconds and max_run_seconds must be at least one frame long")
         if self.tensorrt and (self.flavour != "native" or self.instance_kind != "gpu"):
@@ -215,9 +221,11 @@ def template_values(
         # serving options
         "max_batch_size": options.max_batch_size,
         "queue_delay_us": options.queue_delay_us,
-        "encoder_queue_policy": (
-            f" default_queue_policy {{ max_queue_size: {options.max_queue_size} }}" if options.max_queue_size else ""
+        "priority_levels": (
+            f" priority_levels: {max(contract.PRIORITIES.values())}"
+            f" default_priority_level: {contract.PRIORITIES[contract.DEFAULT_PRIORITY]}"
         ),
+        "encoder_queue_policy": queue_policy(options),
         "preprocess_instances": options.preprocess_instances,
         "encoder_instances": options.encoder_instances,
         "instance_kind": f"KIND_{options.instance_kind.upper()}",
@@ -236,6 +244,58 @@ def template_values(
         "opt_samples": opt_samples,
         "max_samples": max_samples,
     }
+
+
+# The default wait bound: the time this machine takes to score QUEUE_WAIT_REQUESTS requests of the longest
+# length one after another (measured at export), within QUEUE_WAIT_LIMITS_S. Where the export cannot measure
+# the served runtime (GPU instances), QUEUE_WAIT_UNMEASURED_S.
+QUEUE_WAIT_REQUESTS = 2
+QUEUE_WAIT_LIMITS_S = (2.0, 60.0)
+QUEUE_WAIT_UNMEASURED_S = 10.0
+QUEUE_WAIT_CLIP_S = 10.0  # the clip the export times
+
+
+def queue_policy(options: RepositoryOptions) -> str:
+    """The encoder's dynamic_batching queue policy (each priority level gets one): at most max_queue_size
+    waiting, each for at most max_queue_wait seconds; empty when neither is bounded."""
+    fields = []
+    if options.max_queue_size:
+        fields.append(f"max_queue_size: {options.max_queue_size}")
+    if options.max_queue_wait:
+        wait_us = round(options.max_queue_wait * 1e6)
+        fields.append(f"timeout_action: REJECT default_timeout_microseconds: {wait_us} allow_timeout_override: true")
+    return f" default_queue_policy {{ {' '.join(fields)} }}" if fields else ""
+
+
+def queue_wait(options: RepositoryOptions, model_files: dict[str, Path], tuning: dict | None) -> float:
+    """The default wait bound for these model files on this machine (see QUEUE_WAIT_REQUESTS): from the
+    tuner's measured speed of the chosen layout, else timed here on a synthetic clip."""
+    if options.instance_kind != "cpu" or options.tensorrt:
+        return QUEUE_WAIT_UNMEASURED_S
+    audio_per_second = tuned_speed(tuning) if tuning else None
+    if audio_per_second is None:
+        from e2v_common.synthetic_speech import speech_like
+        from e2v_export.runner import Emotion2vecRunner, speed
+
+        runner = Emotion2vecRunner(
+            model_files[contract.ENCODER_MODEL], model_files[contract.CLASSIFIER_MODEL],
+            options.threads, options.runtime, options.precision,
+        )  # fmt: skip
+        audio_per_second = speed([runner], [speech_like(QUEUE_WAIT_CLIP_S, seed=7)], min_timed_s=1.0)
+    low, high = QUEUE_WAIT_LIMITS_S
+    return round(min(max(QUEUE_WAIT_REQUESTS * options.max_seconds / audio_per_second, low), high), 1)
+
+
+def tuned_speed(tuning: dict) -> float | None:
+    """Audio seconds per second of the tuner's choice, in the layout it chose."""
+    choice = tuning["choice"]
+    for candidate in tuning["candidates"]:
+        if candidate["name"] == choice["name"]:
+            for layout in candidate["layouts"]:
+                if (layout["instances"], layout["threads"]) == (choice["encoder_instances"], choice["threads"]):
+                    return layout["audio_seconds_per_second"]
+            return candidate["audio_seconds_per_second"]
+    return None
 
 
 def render_configs(options: RepositoryOptions, values: dict) -> dict[str, str]:
@@ -384,14 +444,12 @@ def write_repository(
     labels = [contract.label_name(t) for t in checkpoint.tokens]
     embedding_dim = int(checkpoint.config["model_conf"]["embed_dim"])
     random_weights = is_random_checkpoint(checkpoint.model_dir)
-    values = template_values(
-        options, labels, embedding_dim, options.model_name or checkpoint.model_dir.name, random_weights
-    )
-    configs = render_configs(options, values)
 
     with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as tmp:
         if model_files is None:
             model_files = export_models(checkpoint, options.precision, Path(tmp), options.runtime, options.quantization)
+        if options.max_queue_wait is None:
+            options.max_queue_wait = queue_wait(options, model_files, tuning)
         for model, path in model_files.items():
             place_model_file(path, out / model / "1")
     (out / contract.ENSEMBLE_MODEL / "1").mkdir(parents=True, exist_ok=True)
@@ -404,7 +462,10 @@ def write_repository(
     if options.tensorrt:  # model.plan beside each model.onnx, before the configs that name them
         build_repository_engines(out, ProfileOptions.for_repository(options))
     write_python_models(out, options.flavour)
-    for model, text in configs.items():
+    values = template_values(
+        options, labels, embedding_dim, options.model_name or checkpoint.model_dir.name, random_weights
+    )
+    for model, text in render_configs(options, values).items():
         (out / model / "config.pbtxt").write_text(text, "utf-8")
     stamp = {"code": code_fingerprint(), "checkpoint": str(checkpoint.model_dir), "options": asdict(options)}
     (out / contract.ENSEMBLE_MODEL / STAMP_FILE).write_text(json.dumps(stamp, indent=2), "utf-8")

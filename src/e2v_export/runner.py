@@ -8,7 +8,9 @@ module the served models run (e2v_common.runtimes), or a TensorRT engine (e2v_ex
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -82,3 +84,21 @@ class Emotion2vecRunner:
 
     def run(self, waveform: np.ndarray) -> UtteranceResult:
         return self.run_batch([waveform])[0]
+
+
+def run_all(runner: Emotion2vecRunner, clips: list[np.ndarray]) -> list[UtteranceResult]:
+    return [runner.run(clip) for clip in clips]
+
+
+def speed(runners: list[Emotion2vecRunner], clips: list[np.ndarray], min_timed_s: float = 2.0) -> float:
+    """Audio seconds per second of `runners` each scoring `clips` at once (one thread each), after a warm-up:
+    passes over the clips until `min_timed_s` have passed (one pass on the large model)."""
+    passes = 0
+    with ThreadPoolExecutor(len(runners)) as pool:
+        list(pool.map(run_all, runners, [clips] * len(runners)))  # warm-up: every shape seen once
+        start = time.perf_counter()
+        while passes == 0 or time.perf_counter() - start < min_timed_s:
+            list(pool.map(run_all, runners, [clips] * len(runners)))
+            passes += 1
+        wall = time.perf_counter() - start
+    return passes * len(runners) * sum(len(c) for c in clips) / contract.SAMPLE_RATE / wall

@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from e2v_common.cpu import REPORTED_FLAGS, CpuInfo
 from e2v_common.runtimes import BF16_FLAGS, VNNI_FLAGS
 from e2v_common.synthetic_speech import speech_like
 from e2v_export.checkpoint import LoadedCheckpoint
-from e2v_export.compare import Agreement, UtteranceResult, agreement, compare
+from e2v_export.compare import Agreement, agreement, compare
 from e2v_export.onnx_export import ExportResult, export_onnx
 from e2v_export.repository import (
     RepositoryOptions,
@@ -38,7 +37,7 @@ from e2v_export.repository import (
     quantized_encoder,
     write_repository,
 )
-from e2v_export.runner import Emotion2vecRunner
+from e2v_export.runner import Emotion2vecRunner, run_all, speed
 
 # The fixed speed workload (seconds of synthetic speech) and the built-in accuracy set.
 SPEED_CLIPS_S = (5.0, 15.0)
@@ -227,24 +226,6 @@ def audio_sets(audio_paths: list[str] | None) -> AudioSets:
     return AudioSets(clips, None, f"your audio: {len(clips)} clips (static int8 calibrated on built-in clips)")
 
 
-def run_all(runner: Emotion2vecRunner, clips: list[np.ndarray]) -> list[UtteranceResult]:
-    return [runner.run(clip) for clip in clips]
-
-
-def speed(runners: list[Emotion2vecRunner], clips: list[np.ndarray]) -> float:
-    """Audio seconds per second of `runners` each scoring `clips` at once (one thread each), after a warm-up:
-    passes over the clips until MIN_TIMED_S have passed (one pass on the large model)."""
-    passes = 0
-    with ThreadPoolExecutor(len(runners)) as pool:
-        list(pool.map(run_all, runners, [clips] * len(runners)))  # warm-up: every shape seen once
-        start = time.perf_counter()
-        while passes == 0 or time.perf_counter() - start < MIN_TIMED_S:
-            list(pool.map(run_all, runners, [clips] * len(runners)))
-            passes += 1
-        wall = time.perf_counter() - start
-    return passes * len(runners) * sum(len(c) for c in clips) / contract.SAMPLE_RATE / wall
-
-
 @dataclass
 class Tuning:
     """The tuner's outcome: the choice, its model files (in the tuner's folder) and the report (tuning.json)."""
@@ -319,7 +300,7 @@ class Tuner:
             began = time.perf_counter()
             runner = self.runner(candidate, self.cpu.cores, sets.calibration)
             result.setup_seconds = time.perf_counter() - began
-            result.audio_seconds_per_second = speed([runner], self.speed_clips)
+            result.audio_seconds_per_second = speed([runner], self.speed_clips, MIN_TIMED_S)
             outputs = run_all(runner, sets.accuracy)
         except Exception as exc:  # a runtime or quantizer that fails here is reported, not fatal
             result.not_measured = f"failed: {type(exc).__name__}: {exc}"[:300]
@@ -342,7 +323,7 @@ class Tuner:
         for instances, threads in other_layouts:
             self.log(f"--tune: {candidate.name} as {instances} instances x {threads} threads ...", flush=True)
             runners = [self.runner(candidate, threads) for _ in range(instances)]
-            speeds[(instances, threads)] = speed(runners, self.speed_clips)
+            speeds[(instances, threads)] = speed(runners, self.speed_clips, MIN_TIMED_S)
         return speeds
 
     def report(self, measured, chosen, layout, sets: AudioSets, seconds: float) -> dict:
