@@ -24,7 +24,8 @@ class Outcome:
     error: str  # "" when answered
 
 
-async def _one(client, samples: np.ndarray, start: float) -> Outcome:
+async def send(client, samples: np.ndarray, start: float, priority: int = 0) -> Outcome:
+    """One request (priority 0: the server's default level); its outcome, timed from `start`."""
     import tritonclient.grpc.aio as aioclient
     from tritonclient.utils import InferenceServerException
 
@@ -32,14 +33,14 @@ async def _one(client, samples: np.ndarray, start: float) -> Outcome:
     tensor.set_data_from_numpy(samples.reshape(1, -1))
     sent = time.monotonic()
     try:
-        await client.infer(contract.ENSEMBLE_MODEL, [tensor], client_timeout=600)
+        await client.infer(contract.ENSEMBLE_MODEL, [tensor], client_timeout=600, priority=priority)
         error = ""
     except InferenceServerException as exc:
         error = f"{str(exc.status()).replace('StatusCode.', '')}: {exc.message()}"
     return Outcome(sent - start, time.monotonic() - sent, error)
 
 
-async def _run(url: str, clips: list[np.ndarray], rate: float, seconds: float) -> list[Outcome]:
+async def run_open_loop(url: str, clips: list[np.ndarray], rate: float, seconds: float) -> list[Outcome]:
     import tritonclient.grpc.aio as aioclient
 
     async with aioclient.InferenceServerClient(url) as client:
@@ -47,13 +48,13 @@ async def _run(url: str, clips: list[np.ndarray], rate: float, seconds: float) -
         tasks = []
         for i in range(int(rate * seconds)):
             await asyncio.sleep(max(0.0, start + i / rate - time.monotonic()))
-            tasks.append(asyncio.ensure_future(_one(client, clips[i % len(clips)], start)))
+            tasks.append(asyncio.ensure_future(send(client, clips[i % len(clips)], start)))
         return list(await asyncio.gather(*tasks))
 
 
 def open_loop(url: str, clips: list[np.ndarray], rate: float, seconds: float) -> list[Outcome]:
     """Send rate requests per second for `seconds` (clips in turn); every request's outcome once all are done."""
-    return asyncio.run(_run(url, clips, rate, seconds))
+    return asyncio.run(run_open_loop(url, clips, rate, seconds))
 
 
 def summarize(outcomes: list[Outcome], seconds: float) -> dict:
