@@ -115,3 +115,40 @@ def test_a_replica_killed_mid_batch_loses_nothing(replicas, tmp_path):
     survivor = ensemble_requests(servers[REPLICAS[1]])
     print(f"{REPLICAS[0]} killed after {done_at_kill} folders; {REPLICAS[1]} answered {survivor} of 40; {stdout}")
     assert survivor >= 40 - done_at_kill - 1  # every request after the kill (and the one in flight at it)
+
+
+def test_a_replica_added_to_the_name_mid_batch_gets_requests(tiny, tmp_path):
+    """The name gives one replica, then two (a pod added by the autoscaler): the client's requests reach the
+    new one once its channel has been replaced (every `reresolve_every` seconds; 30 s by default, 1 s here)."""
+    port, dns_port = free_port(), free_port()
+    pods = Pods(REPLICAS[:1])
+    dns = DNSServer(pods, port=dns_port, address="127.0.0.1", logger=DNSLogger("-request,-reply"))
+    dns.start_thread()
+    servers = {}
+    try:
+        for address in REPLICAS:
+            log = tmp_path / f"triton-{address}.log"
+            servers[address] = TritonServer(tiny.repository, host=address, grpc_port=port, log_file=log).start()
+
+        async def score_for(client, seconds):
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                await client.score(speech_like(1.0, 0))
+
+        async def batch():
+            async with Emotion2vecClient(f"dns://127.0.0.1:{dns_port}/{NAME}:{port}", reresolve_every=1.0) as client:
+                await score_for(client, 3.0)
+                before = {address: ensemble_requests(server) for address, server in servers.items()}
+                pods.addresses = list(REPLICAS)  # the new replica joins the name
+                await score_for(client, 4.0)
+                return before
+
+        before = asyncio.run(batch())
+        after = {address: ensemble_requests(server) for address, server in servers.items()}
+        print(f"before the new replica joined: {before}; after: {after}")
+        assert before[REPLICAS[0]] > 0 and before[REPLICAS[1]] == 0
+        assert after[REPLICAS[1]] > 0.2 * (after[REPLICAS[0]] - before[REPLICAS[0]])
+    finally:
+        for server in servers.values():
+            server.stop()
+        dns.stop()

@@ -324,7 +324,12 @@ class Emotion2vecClient:
 
     With several URLs, requests go round-robin to the servers that are up; a server that fails
     with a transient error is left out for ``cooldown`` seconds and the request moves to the next
-    one at once. Back-off and the retry budget apply when every server has failed.
+    one at once. Back-off and the retry budget (``retry``, in seconds) apply when every server has failed.
+    A ``dns:///NAME:PORT`` URL spreads requests over every address NAME resolves to (round_robin), resolved
+    again every ``reresolve_every`` seconds so that replicas added later get requests too.
+
+    Load: at most ``max_in_flight`` requests at once, fewer while the server refuses them (AdaptiveConcurrency);
+    each request carries ``priority`` ("interactive", the server's default, or "bulk", served after it).
 
     Through the gateway: ``root_cert`` (a PEM file the server's certificate chains to; implies ``ssl``) or
     ``ssl=True`` (the system's CAs) for TLS, and ``token``, sent as the bearer token on every call. A refused
@@ -338,6 +343,7 @@ class Emotion2vecClient:
         retry: RetryPolicy | None = None,
         cooldown: float = 5.0,
         *,
+        reresolve_every: float = 30.0,
         max_in_flight: int = 64,
         priority: str = contract.DEFAULT_PRIORITY,
         ssl: bool = False,
@@ -359,6 +365,9 @@ class Emotion2vecClient:
         self.ssl = bool(ssl) or self.root_cert is not None
         self._token = BearerToken(token) if token is not None else None
         self._servers = [self._make_server(u) for u in self.urls]
+        self.reresolve_every = reresolve_every
+        self._made_at = [time.monotonic()] * len(self.urls)
+        self._retired: list[tuple[float, grpcaio.InferenceServerClient]] = []  # (close after, old channel)
         self._down_until = [0.0] * len(self.urls)
         self._next = 0
         self.info: ModelInfo | None = None
@@ -392,8 +401,22 @@ class Emotion2vecClient:
         await self.close()
 
     async def close(self) -> None:
-        for server in self._servers:
+        for server in self._servers + [old for _, old in self._retired]:
             await server.close()
+        self._retired.clear()
+
+    async def _reresolved(self, index: int) -> grpcaio.InferenceServerClient:
+        """The channel to server `index`. A name's replicas come and go (a Kubernetes headless Service), and
+        gRPC resolves a name again only when a connection fails: so a dns: URL's channel is replaced every
+        `reresolve_every` seconds, the new one resolving the name anew, and the old one is closed once the
+        requests sent on it are past their timeout."""
+        now = time.monotonic()
+        if self.urls[index].startswith("dns:") and now - self._made_at[index] >= self.reresolve_every:
+            self._retired.append((now + self.timeout, self._servers[index]))
+            self._servers[index], self._made_at[index] = self._make_server(self.urls[index]), now
+        while self._retired and self._retired[0][0] <= now:
+            await self._retired.pop(0)[1].close()
+        return self._servers[index]
 
     def _pick(self) -> int:
         """The next server in turn that is not cooling down (or the one that recovers first)."""
@@ -428,8 +451,9 @@ class Emotion2vecClient:
         while True:
             index = self._pick()
             try:
+                server = await self._reresolved(index)
                 async with self.concurrency:
-                    response = await call(self._servers[index])
+                    response = await call(server)
                 self.concurrency.answered()
                 return response
             except InferenceServerException as exc:
