@@ -208,14 +208,14 @@ def test_the_stub_process_name_is_what_the_watch_looks_for(tiny, tmp_path):
 
 @pytest.fixture(scope="module")
 def short_queue_server(tiny, tmp_path_factory):
-    """The tiny model with an encoder queue of 2: an easy overload."""
+    """The tiny model with an encoder queue of 2 (and no wait bound: tests/test_mixed_load.py has it): an easy
+    overload."""
     from e2v_export.checkpoint import load_checkpoint
     from e2v_export.repository import RepositoryOptions, write_repository
 
     folder = tmp_path_factory.mktemp("short_queue")
-    repository = write_repository(
-        load_checkpoint(tiny.model_dir), folder / "repo", RepositoryOptions(max_queue_size=2, max_batch_size=2)
-    )
+    options = RepositoryOptions(max_queue_size=2, max_batch_size=2, max_queue_wait=0)
+    repository = write_repository(load_checkpoint(tiny.model_dir), folder / "repo", options)
     with TritonServer(repository, log_file=folder / "triton.log") as server:
         yield server
 

@@ -244,14 +244,15 @@ class RetryPolicy:
 
     def delays(self):
         """The waits between tries, each drawn when the previous try has failed; ends when the budget is spent."""
-        deadline = time.monotonic() + self.retry_for
+        start, waited = time.monotonic(), 0.0
         delay, tries = self.first_delay, 1
         while self.attempts is None or tries < self.attempts:
             wait = min(delay, self.max_delay) * (0.8 + 0.4 * random.random())
-            if time.monotonic() + wait > deadline:
+            # the time spent so far: the tries and the waits (at least the waits, however fast the tries failed)
+            if max(time.monotonic() - start, waited) + wait > self.retry_for:
                 return
             yield wait
-            delay, tries = delay * 2, tries + 1
+            waited, delay, tries = waited + wait, delay * 2, tries + 1
 
 
 class AdaptiveConcurrency:

@@ -86,7 +86,8 @@ def _export_parser() -> argparse.ArgumentParser:
         "--max-queue-wait",
         type=float,
         metavar="SECONDS",
-        help="encoder: an admitted request waits at most this long, then is refused with UNAVAILABLE (retryable); "
+        help="an admitted request waits at most this long in the queue of each step (preprocess, encoder, "
+        "classifier), then is refused with UNAVAILABLE (retryable); "
         "0: no bound (default: the time this machine takes to score two requests of --max-seconds, measured at "
         "export, within 2-60 s)",
     )
