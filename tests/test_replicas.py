@@ -8,6 +8,7 @@ through gRPC's own resolver (`dns://DNS_SERVER/NAME:PORT`)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
@@ -43,12 +44,13 @@ class Pods(BaseResolver):
         return reply
 
 
-@pytest.fixture
-def replicas(tiny, tmp_path):
-    """(the client's URL, {address: server}): two replicas on one port and a DNS server naming both."""
+@contextlib.contextmanager
+def named_replicas(tiny, tmp_path, pods: Pods):
+    """(the client's URL, {address: server}): a replica on each of REPLICAS, one port, and a DNS server whose
+    name gives the addresses `pods` holds (which a test may change)."""
     port = free_port()
     dns_port = free_port()
-    dns = DNSServer(Pods(REPLICAS), port=dns_port, address="127.0.0.1", logger=DNSLogger("-request,-reply"))
+    dns = DNSServer(pods, port=dns_port, address="127.0.0.1", logger=DNSLogger("-request,-reply"))
     dns.start_thread()
     servers = {}
     try:
@@ -60,6 +62,13 @@ def replicas(tiny, tmp_path):
         for server in servers.values():
             server.stop()
         dns.stop()
+
+
+@pytest.fixture
+def replicas(tiny, tmp_path):
+    """Two replicas, both behind the name."""
+    with named_replicas(tiny, tmp_path, Pods(REPLICAS)) as named:
+        yield named
 
 
 def ensemble_requests(server: TritonServer) -> int:
@@ -120,15 +129,8 @@ def test_a_replica_killed_mid_batch_loses_nothing(replicas, tmp_path):
 def test_a_replica_added_to_the_name_mid_batch_gets_requests(tiny, tmp_path):
     """The name gives one replica, then two (a pod added by the autoscaler): the client's requests reach the
     new one once its channel has been replaced (every `reresolve_every` seconds; 30 s by default, 1 s here)."""
-    port, dns_port = free_port(), free_port()
     pods = Pods(REPLICAS[:1])
-    dns = DNSServer(pods, port=dns_port, address="127.0.0.1", logger=DNSLogger("-request,-reply"))
-    dns.start_thread()
-    servers = {}
-    try:
-        for address in REPLICAS:
-            log = tmp_path / f"triton-{address}.log"
-            servers[address] = TritonServer(tiny.repository, host=address, grpc_port=port, log_file=log).start()
+    with named_replicas(tiny, tmp_path, pods) as (url, servers):
 
         async def score_for(client, seconds):
             end = time.monotonic() + seconds
@@ -136,7 +138,7 @@ def test_a_replica_added_to_the_name_mid_batch_gets_requests(tiny, tmp_path):
                 await client.score(speech_like(1.0, 0))
 
         async def batch():
-            async with Emotion2vecClient(f"dns://127.0.0.1:{dns_port}/{NAME}:{port}", reresolve_every=1.0) as client:
+            async with Emotion2vecClient(url, reresolve_every=1.0) as client:
                 await score_for(client, 3.0)
                 before = {address: ensemble_requests(server) for address, server in servers.items()}
                 pods.addresses = list(REPLICAS)  # the new replica joins the name
@@ -145,10 +147,6 @@ def test_a_replica_added_to_the_name_mid_batch_gets_requests(tiny, tmp_path):
 
         before = asyncio.run(batch())
         after = {address: ensemble_requests(server) for address, server in servers.items()}
-        print(f"before the new replica joined: {before}; after: {after}")
-        assert before[REPLICAS[0]] > 0 and before[REPLICAS[1]] == 0
-        assert after[REPLICAS[1]] > 0.2 * (after[REPLICAS[0]] - before[REPLICAS[0]])
-    finally:
-        for server in servers.values():
-            server.stop()
-        dns.stop()
+    print(f"before the new replica joined: {before}; after: {after}")
+    assert before[REPLICAS[0]] > 0 and before[REPLICAS[1]] == 0
+    assert after[REPLICAS[1]] > 0.2 * (after[REPLICAS[0]] - before[REPLICAS[0]])

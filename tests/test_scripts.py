@@ -115,6 +115,21 @@ def test_overload_report_compares_the_unbounded_and_bounded_queue(tmp_path):
         assert (tmp_path / f"overload-memory-{r['queue']}.png").stat().st_size > 0
 
 
+def test_mixed_load_report_runs_every_phase_before_and_after(tmp_path):
+    out = run_script(
+        "mixed_load_report.py", "--seconds", "3", "--clips", "4", "--files", "3", "--flood", "6", "--out", tmp_path,
+    )  # fmt: skip
+    report = json.loads((tmp_path / "mixed-load.json").read_text())
+    assert [r["repository"] for r in report["results"]] == ["no-wait-bound", "default"]
+    bounds = [r["max_queue_wait_s"] for r in report["results"]]
+    assert bounds[0] == 0 and bounds[1] >= 2.0  # the default: measured at export, at least 2 s
+    for r in report["results"]:
+        assert r["capacity_rps"] > 0 and r["open_loop"]["answered"] > 0 and r["idle_p95_s"] > 0
+        for name in ("before", "after"):
+            assert r[f"batch_{name}"]["scored"] == 3 and r[f"batch_{name}"]["in_flight"]
+    assert "interactive" in out and (tmp_path / "mixed-load.png").stat().st_size > 0
+
+
 def test_spike_report_follows_the_memory_through_a_burst(tiny, tmp_path):
     repository = copy_repository(tiny, tmp_path)
     out = run_script(
