@@ -51,21 +51,22 @@ def unbounded_server(tiny, tmp_path_factory):
         yield server
 
 
-async def _send(client, priority: int = 0) -> tuple[str, float]:
-    """One 30 s request: ("ok" or its status and message, seconds)."""
+async def _send(client, priority: int = 0, wait_us: int | None = None) -> tuple[str, float]:
+    """One 30 s request, with the caller's own wait bound if `wait_us`: ("ok" or its status and message,
+    seconds)."""
     tensor = aioclient.InferInput(contract.ENSEMBLE_INPUT, list(LONG.shape), "FP32")
     tensor.set_data_from_numpy(LONG)
     start = time.monotonic()
     try:
-        await client.infer(contract.ENSEMBLE_MODEL, [tensor], priority=priority, client_timeout=300)
+        await client.infer(contract.ENSEMBLE_MODEL, [tensor], priority=priority, timeout=wait_us, client_timeout=300)
         return "ok", time.monotonic() - start
     except InferenceServerException as exc:
         return f"{exc.status()} {exc.message()}", time.monotonic() - start
 
 
-async def _burst(url: str, count: int, priority: int = 0) -> list[tuple[str, float]]:
+async def _burst(url: str, count: int, priority: int = 0, wait_us: int | None = None) -> list[tuple[str, float]]:
     async with aioclient.InferenceServerClient(url) as client:
-        return list(await asyncio.gather(*(_send(client, priority) for _ in range(count))))
+        return list(await asyncio.gather(*(_send(client, priority, wait_us) for _ in range(count))))
 
 
 def _one_request_s(url: str) -> float:
@@ -89,6 +90,24 @@ def test_an_admitted_request_waits_at_most_the_bound_then_is_refused_retryably(b
     # (one request per run here), with slack
     assert max(answered) <= 2 * WAIT_S + 3 * one + 0.5
     assert max(expired) <= 2 * WAIT_S + 3 * one + 0.5  # refused when its wait ends, not after the queue
+
+
+def test_the_default_bound_admits_a_full_batch_and_a_caller_may_ask_for_less(tiny, tmp_path_factory):
+    """The default bound (from the speed measured at export) is at least 10 s, the time of one full batch of the
+    longest requests; a caller with a deadline sends its own, shorter, timeout and is refused when it passes."""
+    from e2v_export.repository import QUEUE_WAIT_LIMITS_S
+
+    with _server(tiny, tmp_path_factory, "default_bound") as server:
+        config = (server.model_repository / contract.ENCODER_MODEL / "config.pbtxt").read_text()
+        bound_s = int(config.split("default_timeout_microseconds: ")[1].split()[0]) / 1e6
+        assert QUEUE_WAIT_LIMITS_S[0] <= bound_s <= QUEUE_WAIT_LIMITS_S[1]
+        one = _one_request_s(server.grpc_url)
+        results = asyncio.run(_burst(server.grpc_url, 48, wait_us=round(WAIT_S * 1e6)))
+    expired = [seconds for outcome, seconds in results if "Request timeout expired" in outcome]
+    print(f"default bound {bound_s:g} s; 48 requests asking for {WAIT_S:g} s: {len(expired)} refused after at "
+          f"most {max(expired or [0]):.2f} s")  # fmt: skip
+    assert 48 * one > 2 * WAIT_S + 3 * one + 0.5, "the burst does not outlast the caller's bound: proves nothing"
+    assert expired and max(expired) <= 2 * WAIT_S + 3 * one + 0.5 < bound_s  # the caller's bound, not the default
 
 
 def test_interactive_requests_go_before_bulk_ones(unbounded_server):

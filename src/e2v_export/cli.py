@@ -88,8 +88,8 @@ def _export_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="an admitted request waits at most this long in the queue of each step (preprocess, encoder, "
         "classifier), then is refused with UNAVAILABLE (retryable); "
-        "0: no bound (default: the time this machine takes to score two requests of --max-seconds, measured at "
-        "export, within 2-60 s)",
+        "0: no bound (default: the time this machine takes to score one full batch of --max-seconds requests, "
+        "measured at export, within 10-120 s)",
     )
     serving.add_argument(
         "--runtime",
