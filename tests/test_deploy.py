@@ -205,7 +205,9 @@ def _third_party_imports(path: Path) -> set[str]:
             names |= {a.name.split(".")[0] for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0:
             names.add(node.module.split(".")[0])
-    copied = {"emotion2vec_contract", "emotion2vec_runtimes", "emotion2vec_segmenter"}  # beside the models
+    from e2v_export.repository import CONTRACT_COPY, RUNTIMES_COPY, SCORING_COPY, SEGMENTER_COPY
+
+    copied = {Path(name).stem for name in (CONTRACT_COPY, RUNTIMES_COPY, SEGMENTER_COPY, SCORING_COPY)}  # beside them
     ours = copied | {"triton_python_backend_utils", "__future__"}
     return {n for n in names - ours if n not in sys.stdlib_module_names}
 
@@ -220,6 +222,7 @@ def test_the_image_installs_what_the_python_models_import(dockerfile):
     # runtimes is copied beside the segments model (Silero VAD in ONNX Runtime) and the portable encoder and
     # classifier; it imports OpenVINO only to open a model in it, which only the portable encoder asks for
     needed |= _third_party_imports(Path(runtimes.__file__)) | _third_party_imports(Path(segmenter.__file__))
+    needed |= _third_party_imports(TRITON_MODELS / "segment_scoring.py")  # beside the segments and stream models
     if dockerfile == GPU_DOCKERFILE:
         needed.discard("openvino")
     assert needed == (

@@ -171,10 +171,8 @@ def test_repository_python_models_import_nothing_of_ours(tiny, tmp_path, flavour
             assert (path.parent / CONTRACT_COPY).exists()
     native_python = {p.parent.parent.name for p in python_files if p.name == "model.py"}
     assert native_python == (
-        {contract.PREPROCESS_MODEL, contract.ENCODER_MODEL, contract.CLASSIFIER_MODEL, contract.SEGMENTS_MODEL}
-        if flavour == "portable"
-        else {contract.PREPROCESS_MODEL, contract.SEGMENTS_MODEL}
-    )
+        {contract.ENCODER_MODEL, contract.CLASSIFIER_MODEL} if flavour == "portable" else set()
+    ) | {contract.PREPROCESS_MODEL, contract.SEGMENTS_MODEL, contract.STREAM_MODEL}
 
 
 def test_the_client_imports_nothing_of_the_server_or_the_export():

@@ -201,6 +201,7 @@ def test_the_stub_process_name_is_what_the_watch_looks_for(tiny, tmp_path):
             contract.ENCODER_MODEL,
             contract.CLASSIFIER_MODEL,
             contract.SEGMENTS_MODEL,
+            contract.STREAM_MODEL,
         }
         assert all(_stat(pid)[0] == PYTHON_STUB for pid in stubs)
         assert server.dead_stubs() == []

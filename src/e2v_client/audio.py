@@ -238,6 +238,43 @@ class Decoder:
         return rounded_to_pcm16(columns)
 
 
+class RawPcm:
+    """Raw 16 kHz 16-bit little-endian mono PCM read from a pipe (arecord, ffmpeg or sox) block by block as it
+    comes, with Decoder's interface: blocks() are [n, 1], 16-bit PCM values (k / 32768)."""
+
+    def __init__(self, stream: BinaryIO, name: str = "stdin", block_seconds: float = 0.1):
+        self.name, self.stream = name, stream
+        self.block_bytes = 2 * round(block_seconds * SAMPLE_RATE)
+        self.samples = 0
+        self.broken: str | None = None
+        self.declared_seconds = None
+
+    @property
+    def seconds(self) -> float:
+        return self.samples / SAMPLE_RATE
+
+    def close(self) -> None:
+        pass  # the pipe is the caller's
+
+    def __enter__(self) -> RawPcm:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        pending = b""
+        while data := self.stream.read(self.block_bytes):
+            data, pending = pending + data, b""
+            if len(data) % 2:  # half a sample: the rest comes with the next read
+                data, pending = data[:-1], data[-1:]
+            block = np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
+            self.samples += len(block)
+            yield block[:, None]
+        if self.samples == 0:
+            raise AudioError(f"{self.name} gave no audio (raw 16 kHz 16-bit mono PCM expected)")
+
+
 def decode(
     source: str | Path | bytes, name: str = "audio", keep_channels: bool = False, max_seconds: float | None = None
 ) -> Clip:

@@ -12,6 +12,7 @@ would fail the same way, and --resume finishes the job once it is fixed.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,7 +23,16 @@ import numpy as np
 import soundfile
 
 from e2v_client import audio, outputs
-from e2v_client.client import AccessError, Emotion2vecClient, Prediction, RequestError, ServerError, by_channel
+from e2v_client.client import (
+    AccessError,
+    Emotion2vecClient,
+    Prediction,
+    RequestError,
+    Segment,
+    ServerError,
+    by_channel,
+)
+from e2v_client.live import LiveStream
 from e2v_client.outputs import NO_SPEECH, SummaryRow, completed_sources, write_segments, write_summary
 from e2v_common.contract import SAMPLE_RATE
 
@@ -37,6 +47,20 @@ class BatchOptions:
     concurrency: int = 8  # requests in flight
     resume: bool = False
     channels: str = "mix"  # mix: channels averaged to mono; separate (segment granularity): a timeline each
+    live: LiveOptions | None = None  # segment granularity through the live stream model (e2v-client --stream)
+
+
+@dataclass
+class LiveOptions:
+    """Each recording goes to the server's stream model as it is read (live.LiveStream), its segments coming
+    back as they close; the outputs folder is that of segment granularity."""
+
+    realtime: bool = False  # a file is read at the pace it plays (a pipe comes at its own pace)
+    on_segment: Callable[[str, Segment], None] | None = None  # told (source, segment) as each arrives
+
+
+STDIN = "-"  # as an input of a live stream: raw 16 kHz 16-bit mono PCM from standard input
+LIVE_BLOCK_S = 0.1  # --realtime reads a file this much at a time
 
 
 @dataclass
@@ -91,16 +115,26 @@ async def score_recording(
 ) -> SummaryRow:
     """Segment granularity on a file of any length, in bounded memory: it is decoded block by block, each block
     written to processed_audio.wav and fed to the timelines (one for the mix, or one per channel), so that no
-    more than a request's worth of audio is held."""
-    separate = options.channels == "separate"
-    decoder = await asyncio.to_thread(audio.Decoder, path, path.name, separate)
+    more than a request's worth of audio is held. With options.live, the timeline is a live stream, and `path`
+    may be STDIN."""
+    separate, live = options.channels == "separate", options.live
+    if live is not None and str(path) == STDIN:
+        decoder = audio.RawPcm(sys.stdin.buffer)
+    else:
+        decoder = await asyncio.to_thread(audio.Decoder, path, path.name, separate)
+
+    def new_timeline():
+        if live is None:
+            return client.timeline()
+        return LiveStream(client, on_segment=live.on_segment and (lambda segment: live.on_segment(source, segment)))
+
     with decoder, outputs.new_folder(options.output_dir) as staging:
         wav = soundfile.SoundFile(staging / outputs.AUDIO_FILE, "w", SAMPLE_RATE, 1, "PCM_16", format="WAV")
-        blocks, timelines = decoder.blocks(), []
+        blocks, timelines = _paced(decoder.blocks()) if live and live.realtime else decoder.blocks(), []
         with wav:
             while (block := await asyncio.to_thread(next, blocks, None)) is not None:
                 columns = block[:, 1:] if block.shape[1] > 1 else block  # each channel, or the mono mix
-                timelines = timelines or [client.timeline() for _ in range(columns.shape[1])]
+                timelines = timelines or [new_timeline() for _ in range(columns.shape[1])]
                 await asyncio.to_thread(wav.write, block[:, 0])
                 for timeline, column in zip(timelines, columns.T, strict=True):
                     await timeline.feed(column)
@@ -113,6 +147,18 @@ async def score_recording(
         segments = by_channel(per_channel) if len(per_channel) > 1 else per_channel[0]
         prediction = client.segment_prediction(segments)
         return (await _finish(client, staging, prediction, decoder.seconds, decoder.broken, options, source))[1]
+
+
+def _paced(blocks):
+    """The blocks cut into LIVE_BLOCK_S pieces, each given when its audio would have been heard."""
+    started, heard = time.monotonic(), 0
+    step = round(LIVE_BLOCK_S * SAMPLE_RATE)
+    for block in blocks:
+        for first in range(0, len(block), step):
+            piece = block[first : first + step]
+            heard += len(piece)
+            time.sleep(max(0.0, started + heard / SAMPLE_RATE - time.monotonic()))
+            yield piece
 
 
 async def _finish(
@@ -156,7 +202,7 @@ async def _finish(
 async def score_file(
     client: Emotion2vecClient, path: Path, options: BatchOptions, on_audio: OnAudio | None = None
 ) -> SummaryRow:
-    source = str(path.resolve())
+    source = "stdin" if str(path) == STDIN else str(path.resolve())
     try:
         if options.granularity == "segment":
             return await score_recording(client, path, options, source, on_audio)

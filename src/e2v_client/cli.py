@@ -2,6 +2,8 @@
 
 e2v-client clip.wav more/ --url 127.0.0.1:8001 --granularity frame --embedding
 e2v-client call.mp3 --granularity segment     # an emotion per speech segment, with timestamps
+e2v-client call.wav --stream --realtime       # live: a JSON line per segment as it closes
+arecord -q -f S16_LE -r 16000 -c 1 | e2v-client - --stream    # live from the microphone
 e2v-client --files-from list.txt --resume
 e2v-client clip.wav --url gateway.example:8443 --root-cert gateway.crt --token-file token   # e2v-serve --public
 """
@@ -10,13 +12,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import json
 import sys
 from pathlib import Path
 
 from tqdm import tqdm
 
 from e2v_client import audio
-from e2v_client.batch import BatchOptions, expand_inputs, run_batch
+from e2v_client.batch import STDIN, BatchOptions, LiveOptions, expand_inputs, run_batch
 from e2v_client.client import (
     GRANULARITIES,
     AccessError,
@@ -28,7 +32,7 @@ from e2v_client.client import (
     check_root_cert,
     read_token_file,
 )
-from e2v_client.outputs import NO_SPEECH
+from e2v_client.outputs import NO_SPEECH, segment_json
 from e2v_common import contract
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_ERROR = 0, 1, 2
@@ -102,6 +106,15 @@ def parse_args(argv):
         "channel, each segment with its channel, as a call centre's agent and customer (default: %(default)s)",
     )
     parser.add_argument("--embedding", action="store_true", help="also write embedding.npy")
+    live = parser.add_argument_group("live streams")
+    live.add_argument(
+        "--stream",
+        action="store_true",
+        help="send each input to the server's live stream model as it is read and print a JSON line per speech "
+        "segment as it closes; the outputs folder is that of --granularity segment. Input '-': raw 16 kHz "
+        "16-bit mono PCM from stdin (arecord, ffmpeg or sox)",
+    )
+    live.add_argument("--realtime", action="store_true", help="with --stream: read a file at the pace it plays")
     parser.add_argument(
         "--concurrency",
         type=int,
@@ -138,6 +151,12 @@ def parse_args(argv):
         parser.error("--retry-for and --retries must be 0 or more")
     if args.channels == "separate" and args.granularity != "segment":
         parser.error("--channels separate gives each channel its own timeline: use it with --granularity segment")
+    if args.realtime and not args.stream:
+        parser.error("--realtime paces a --stream")
+    if args.stream and (args.granularity == "frame" or args.channels == "separate"):
+        parser.error("--stream gives segments of the mixed channels: not with --granularity frame, --channels separate")
+    if args.stream:
+        args.granularity = "segment"
     return args
 
 
@@ -172,6 +191,13 @@ async def connected_client(args) -> Emotion2vecClient | None:
         print(f"e2v-client: error: cannot use the server: {exc}{hint}", file=sys.stderr)
         await client.close()
         return None
+
+
+def print_segment(info, source: str, segment) -> None:
+    """One JSON line on stdout for a segment of a live stream, as result.json lists it, with its file."""
+    shown = dataclasses.replace(segment, scores=segment.scores[info.kept])
+    line = {"file": source} | segment_json(shown, [info.labels[i] for i in info.kept])
+    print(json.dumps(line), flush=True)
 
 
 def header_durations(inputs: list[Path]) -> dict[str, float]:
@@ -220,7 +246,8 @@ class Progress(tqdm):
 
 
 async def main_async(args) -> int:
-    inputs = expand_inputs(args.inputs + (read_list(args.files_from) if args.files_from else []))
+    given = args.inputs + (read_list(args.files_from) if args.files_from else [])
+    inputs = [Path(STDIN)] if args.stream and given == [STDIN] else expand_inputs(given)
     if not inputs:
         print("e2v-client: no audio files found in the inputs given", file=sys.stderr)
         return EXIT_ERROR
@@ -231,6 +258,8 @@ async def main_async(args) -> int:
     if client is None:
         return EXIT_ERROR
     info = client.info
+    if args.stream:
+        options.live = LiveOptions(args.realtime, lambda source, segment: print_segment(info, source, segment))
     if info.random_weights:
         print(
             "e2v-client: warning: the server runs a random-weight test checkpoint; its predictions are meaningless",

@@ -157,6 +157,11 @@ class ModelInfo:
     runtime: str = "onnxruntime"  # the encoder's (portable flavour)
 
     @property
+    def kept(self) -> list[int]:
+        """The indices of the labels a result shows: those named unuse* (older checkpoints) are left out."""
+        return [i for i, label in enumerate(self.labels) if not contract.is_unused_label(label)]
+
+    @property
     def description(self) -> str:
         """What scored a clip, as result.json's "model" says it: name, runtime and precision."""
         return f"{self.name} ({self.runtime} {self.precision})"
@@ -557,7 +562,7 @@ class Emotion2vecClient:
             frame_scores = np.concatenate([p[contract.FRAME_SCORES][:t] for p, t in valid])
             frame_embedding = np.concatenate([p[contract.FRAME_EMBEDDING][:t] for p, t in valid])
 
-        keep = [i for i, label in enumerate(self.info.labels) if not contract.is_unused_label(label)]
+        keep = self.info.kept
         return Prediction(
             labels=[self.info.labels[i] for i in keep],
             scores=scores[keep],
@@ -604,7 +609,7 @@ class Emotion2vecClient:
 
     def segment_prediction(self, segments: list[Segment]) -> Prediction:
         """The recording's prediction: the segments' scores and embeddings, weighted by their durations."""
-        keep = [i for i, label in enumerate(self.info.labels) if not contract.is_unused_label(label)]
+        keep = self.info.kept
         for segment in segments:
             segment.scores = segment.scores[keep]
         if segments:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from e2v_client.client import Prediction
+from e2v_client.client import Prediction, Segment
 
 FOLDER_PREFIX = "outputs_"
 PARTIAL_PREFIX = ".partial_"  # a folder being written
@@ -73,17 +73,7 @@ def result_json(
         result["utterance_scores"] = as_dict(prediction.scores)
         result["frames_per_second"] = frames_per_second
     if granularity == "segment":
-        result["segments"] = [
-            {
-                "start": round(segment.start, 3),
-                "end": round(segment.end, 3),
-                "emotion": prediction.label_of(segment.scores),
-                "confidence": round(float(np.max(segment.scores)), 6),
-                "scores": as_dict(segment.scores),
-            }
-            | ({} if segment.channel is None else {"channel": segment.channel})
-            for segment in prediction.segments
-        ]
+        result["segments"] = [segment_json(segment, prediction.labels) for segment in prediction.segments]
         if channels != "mix":
             result["channels"] = channels
         result["speech_seconds"] = round(sum(segment.seconds for segment in prediction.segments), 3)
@@ -96,6 +86,18 @@ def result_json(
     if random_weights:
         result["warning"] = "random-weight test checkpoint: these predictions are meaningless"
     return result
+
+
+def segment_json(segment: Segment, labels: list[str]) -> dict:
+    """One speech segment as result.json lists it and e2v-client --stream prints it (`labels`: those of its
+    scores)."""
+    return {
+        "start": round(segment.start, 3),
+        "end": round(segment.end, 3),
+        "emotion": labels[int(np.argmax(segment.scores))],
+        "confidence": round(float(np.max(segment.scores)), 6),
+        "scores": {label: round(float(v), 6) for label, v in zip(labels, segment.scores, strict=True)},
+    } | ({} if segment.channel is None else {"channel": segment.channel})
 
 
 @contextmanager

@@ -82,7 +82,21 @@ SEGMENTS_OUTPUTS = (SEGMENT_TIMES, SEGMENT_SCORES, SEGMENT_EMBEDDING, SEGMENTS_S
 # Request parameters of the segments model: LAST_PIECE (bool, default true: the whole recording in one
 # request) and the segmentation's options (the fields of e2v_common.segmenter.SegmentOptions, in seconds).
 PARAM_LAST_PIECE = "last_piece"
-VAD_FILE = "vad.onnx"  # Silero VAD, in the segments model's version folder
+VAD_FILE = "vad.onnx"  # Silero VAD, in the segments and stream models' version folders
+
+# Live streams: the stream model (Python, decoupled, Triton's sequence batcher) takes a recording as it is
+# spoken, on a gRPC stream (stream_infer): one chunk per request, AUDIO [1, N] float32 16 kHz, the stream's
+# correlation ID on each, START on the first chunk, END on the last. Every chunk gets exactly one response, in
+# order, with the segments outputs above: the segments that chunk closed and, with every segment, every
+# PARAM_ACK_SECONDS of audio and never on the last, STATE and RESUME_AT (else empty and -1). To go on after a
+# lost connection or a restart, a new stream's first chunk carries that STATE and the audio from RESUME_AT on.
+# The first chunk's request parameters are the segmentation's options, as for the segments model.
+STREAM_MODEL = "emotion2vec_stream"
+# Settings of the stream model, string parameters of its config (e2v-export's options).
+PARAM_MAX_CHUNK_SECONDS = "max_chunk_seconds"  # the longest chunk a request may hold
+PARAM_MAX_STREAMS = "max_streams"  # live streams per instance; more are refused (UNAVAILABLE)
+PARAM_MAX_BACKLOG_SECONDS = "max_backlog_seconds"  # a stream with more audio waiting is refused and dropped
+PARAM_ACK_SECONDS = "ack_seconds"  # a STATE at least this often, in audio
 
 # Model identity, carried as string parameters of the ensemble's config.pbtxt
 # so that a client can read it with get_model_config().

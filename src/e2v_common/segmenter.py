@@ -20,6 +20,7 @@ Defaults measured on espeak-ng speech with noise at 10-20 dB SNR, chords, melodi
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -337,3 +338,24 @@ class Segmenter:
         )
         if not fits:
             raise ValueError("not a segments state: its sizes do not fit")
+
+
+# --- handing the state to a client and back --------------------------------------------------------------
+def resume_state(cutter: Segmenter) -> bytes:
+    """What a client hands back to go on where `cutter` is: its state and the sample to send audio from."""
+    return json.dumps(cutter.state() | {"resume_at": cutter.keep_from()}).encode()
+
+
+def resumed(vad, text: bytes) -> tuple[Segmenter, int]:
+    """(the segmenter that resume_state() described, the sample the next audio must start at); ValueError for
+    anything else."""
+    try:
+        state = json.loads(text)
+        options = SegmentOptions(**state["options"])
+        resume_at = int(state["resume_at"])
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ValueError(f"not a state this server gave: {exc}") from None
+    cutter = Segmenter(vad, options, state)
+    if not 0 <= resume_at <= cutter.keep_from():
+        raise ValueError("not a state this server gave: its resume point is past what it still needs")
+    return cutter, resume_at

@@ -42,6 +42,15 @@ NUMERIC_SERVING_OPTIONS = [
         "portable encoder: the most audio (rows x longest row) one runtime call takes, a longer batch is run "
         "in parts; bounds the working memory of a batch of long requests",
     ),
+    ("--max-streams", "live streams the server takes at once; more are refused with UNAVAILABLE (retryable)"),
+    ("--stream-idle-seconds", "a live stream that sends nothing for this long is dropped"),
+    ("--max-chunk-seconds", "the longest chunk of audio one request of a live stream may hold"),
+    (
+        "--max-backlog-seconds",
+        "a live stream with more audio than this waiting to be scored (sent faster than real time) is refused "
+        "with UNAVAILABLE and goes on from its last state",
+    ),
+    ("--ack-seconds", "a live stream gets a state to go on from (after a restart) at least this often, in audio"),
 ]
 
 

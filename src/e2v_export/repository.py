@@ -45,8 +45,10 @@ TRITON_MODELS = Path(e2v_server.__file__).resolve().parent / "triton_models"
 # encoder and classifier the runtimes module (both from e2v_common, where the export imports them too).
 CONTRACT_COPY = "emotion2vec_contract.py"
 RUNTIMES_COPY = "emotion2vec_runtimes.py"
-SEGMENTER_COPY = "emotion2vec_segmenter.py"  # beside the segments model
+SEGMENTER_COPY = "emotion2vec_segmenter.py"  # beside the segments and stream models
+SCORING_COPY = "emotion2vec_segment_scoring.py"  # beside the segments and stream models
 VAD_LICENSE = "SILERO_VAD_LICENSE"  # Silero VAD's MIT licence, beside its model file
+VAD_FILES = (contract.VAD_FILE, VAD_LICENSE)
 FLAVOURS = ("portable", "native")
 QUANTIZATIONS = ("dynamic", "static")  # of an int8 encoder (quantize.py)
 IR_WEIGHTS_FILE = Path(contract.OPENVINO_FILE).with_suffix(".bin").name  # model.bin, beside model.xml
@@ -100,6 +102,14 @@ class RepositoryOptions:
     # portable: the most audio (rows x longest row) one runtime call takes; working memory grows with it
     # (large, one 30 s row: 0.7 GB; four: 1.7 GB), throughput does not (docs/operations.md)
     max_run_seconds: float = 30.0
+    # live streams (the stream model): per server, at most max_streams at once; a stream idle this long is
+    # dropped; a chunk holds at most max_chunk_seconds; a stream with more than max_backlog_seconds of audio
+    # waiting to be scored is refused; a STATE to go on from goes out at least every ack_seconds of audio
+    max_streams: int = 64
+    stream_idle_seconds: float = 10.0
+    max_chunk_seconds: float = 1.0
+    max_backlog_seconds: float = 10.0
+    ack_seconds: float = 1.0
     model_name: str = ""  # reported to clients; default: the checkpoint folder's name
     tensorrt: bool = False  # native: build TensorRT engines (model.plan) here and serve them as tensorrt_plan
     # The encoder's runtime and precision (portable flavour); the small classifier stays fp32 in ONNX Runtime.
@@ -124,9 +134,16 @@ class RepositoryOptions:
             raise ValueError("max queue wait must be 0 (no bound) or more seconds")
         if min(self.max_seconds, self.max_run_seconds) * contract.SAMPLE_RATE < contract.FRAME_RECEPTIVE_FIELD:
             raise ValueError("max_seconds and max_run_seconds must be at least one frame long")
+        self.check_streams()
         if self.tensorrt and (self.flavour != "native" or self.instance_kind != "gpu"):
             raise ValueError("TensorRT engines need the native flavour with GPU instances")
         self.check_runtime()
+
+    def check_streams(self) -> None:
+        if self.max_streams < 1 or min(self.stream_idle_seconds, self.max_chunk_seconds, self.ack_seconds) <= 0:
+            raise ValueError("max streams must be at least 1; stream idle, chunk and ack seconds more than 0")
+        if self.max_backlog_seconds < 2 * self.max_chunk_seconds:
+            raise ValueError("max backlog seconds must be at least two chunks")
 
     def check_runtime(self) -> None:
         if self.runtime not in runtimes.RUNTIMES or self.precision not in runtimes.PRECISIONS:
@@ -179,6 +196,11 @@ def template_values(
         "NUM_FRAMES_OUT": num_frames,
         "SCORES": contract.SCORES,
         "SEGMENTS_MODEL": contract.SEGMENTS_MODEL,
+        "STREAM_MODEL": contract.STREAM_MODEL,
+        "PARAM_MAX_CHUNK_SECONDS": contract.PARAM_MAX_CHUNK_SECONDS,
+        "PARAM_MAX_STREAMS": contract.PARAM_MAX_STREAMS,
+        "PARAM_MAX_BACKLOG_SECONDS": contract.PARAM_MAX_BACKLOG_SECONDS,
+        "PARAM_ACK_SECONDS": contract.PARAM_ACK_SECONDS,
         "SEGMENTS_STATE": contract.SEGMENTS_STATE,
         "SEGMENT_TIMES": contract.SEGMENT_TIMES,
         "SEGMENT_SCORES": contract.SEGMENT_SCORES,
@@ -233,6 +255,13 @@ def template_values(
         "threads": options.threads,
         "max_seconds": f"{options.max_seconds:g}",
         "pad_multiple": options.pad_multiple,
+        # live streams
+        "max_streams": options.max_streams,
+        "stream_candidates": 4 * options.max_streams,  # Triton's slots, beyond the streams refused by the model
+        "stream_idle_us": round(options.stream_idle_seconds * 1e6),
+        "max_chunk_seconds": f"{options.max_chunk_seconds:g}",
+        "max_backlog_seconds": f"{options.max_backlog_seconds:g}",
+        "ack_seconds": f"{options.ack_seconds:g}",
         "max_padding_ratio": f"{options.max_padding_ratio:g}",
         # portable: rows are cut to a multiple of length_bucket samples (its frames after the encoder)
         "length_bucket_samples": options.length_bucket,
@@ -315,6 +344,7 @@ def render_configs(options: RepositoryOptions, values: dict) -> dict[str, str]:
         contract.CLASSIFIER_MODEL: f"{contract.CLASSIFIER_MODEL}.{engines}.pbtxt.in",
         contract.ENSEMBLE_MODEL: f"{contract.ENSEMBLE_MODEL}.pbtxt.in",
         contract.SEGMENTS_MODEL: f"{contract.SEGMENTS_MODEL}.pbtxt.in",
+        contract.STREAM_MODEL: f"{contract.STREAM_MODEL}.pbtxt.in",
     }
     return {
         model: Template((TRITON_MODELS / template).read_text("utf-8")).substitute(values)
@@ -324,7 +354,11 @@ def render_configs(options: RepositoryOptions, values: dict) -> dict[str, str]:
 
 def python_models(flavour: str) -> dict[str, str]:
     """{model: the file in triton_models/ that is its model.py} for the models that run in the Python backend."""
-    models = {contract.PREPROCESS_MODEL: "preprocess.py", contract.SEGMENTS_MODEL: "segments.py"}
+    models = {
+        contract.PREPROCESS_MODEL: "preprocess.py",
+        contract.SEGMENTS_MODEL: "segments.py",
+        contract.STREAM_MODEL: "stream.py",
+    }
     if flavour == "portable":
         models |= {contract.ENCODER_MODEL: "runtime_model.py", contract.CLASSIFIER_MODEL: "runtime_model.py"}
     return models
@@ -341,9 +375,10 @@ def write_python_models(out: Path, flavour: str) -> None:
             copies = {"model.py": TRITON_MODELS / python[model], CONTRACT_COPY: Path(contract.__file__)}
             if model != contract.PREPROCESS_MODEL:
                 copies[RUNTIMES_COPY] = Path(runtimes.__file__)
-            if model == contract.SEGMENTS_MODEL:
-                copies |= {SEGMENTER_COPY: Path(segmenter.__file__)} | vad_files()
-        for name in ("model.py", CONTRACT_COPY, RUNTIMES_COPY, SEGMENTER_COPY, contract.VAD_FILE, VAD_LICENSE):
+            if model in (contract.SEGMENTS_MODEL, contract.STREAM_MODEL):
+                copies |= {SEGMENTER_COPY: Path(segmenter.__file__), SCORING_COPY: TRITON_MODELS / "segment_scoring.py"}
+                copies |= vad_files()
+        for name in ("model.py", CONTRACT_COPY, RUNTIMES_COPY, SEGMENTER_COPY, SCORING_COPY, *VAD_FILES):
             if name in copies:
                 shutil.copy(copies[name], version_dir / name)
             else:  # nothing left from an earlier export of another flavour

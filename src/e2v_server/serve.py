@@ -320,12 +320,13 @@ class TritonServer:
                         + (f"; see {self.log_path}:\n{self.log_errors()}" if self.log_path else "")
                     )
                 try:
-                    if client.is_model_ready(contract.ENSEMBLE_MODEL, client_timeout=2):
+                    # every model: a client of the stream model must not find it still loading after a restart
+                    if client.is_server_ready(client_timeout=2):
                         return
                 except Exception:  # not listening yet
                     pass
                 time.sleep(0.25)
-            raise ServerStartError(f"{contract.ENSEMBLE_MODEL} was not ready after {self.ready_timeout:.0f} s")
+            raise ServerStartError(f"the models were not all ready after {self.ready_timeout:.0f} s")
         finally:
             client.close()
 

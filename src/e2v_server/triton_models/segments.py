@@ -14,7 +14,8 @@ that a later segment may need; the server keeps no audio and no state between re
 can take the next piece).
 
 Stands alone in any Triton: numpy, onnxruntime, the backend utilities, and the files e2v-export copies
-beside it (emotion2vec_contract.py, emotion2vec_runtimes.py, emotion2vec_segmenter.py).
+beside it (emotion2vec_contract.py, emotion2vec_runtimes.py, emotion2vec_segmenter.py,
+emotion2vec_segment_scoring.py).
 """
 
 import asyncio
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import emotion2vec_contract as contract
 import emotion2vec_runtimes as runtimes
+import emotion2vec_segment_scoring as scoring
 import emotion2vec_segmenter as segmenter
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -30,11 +32,9 @@ import triton_python_backend_utils as pb_utils
 
 class TritonPythonModel:
     def initialize(self, args):
-        config = json.loads(args["model_config"])
-        params = contract.string_parameters(config)
+        self.config = json.loads(args["model_config"])
+        params = contract.string_parameters(self.config)
         self.max_seconds = float(params[contract.PARAM_MAX_SECONDS])
-        widths = {tensor["name"]: int(tensor["dims"][-1]) for tensor in config["output"]}
-        self.num_labels, self.embedding_dim = widths[contract.SEGMENT_SCORES], widths[contract.SEGMENT_EMBEDDING]
         vad_file = Path(args["model_repository"]) / args["model_version"] / contract.VAD_FILE
         session = runtimes.open_model(vad_file, "onnxruntime", "fp32", threads=1)  # a small recurrent model
         self.vad = segmenter.SileroVad(session.run)
@@ -51,24 +51,12 @@ class TritonPythonModel:
         if last:
             segments += cutter.flush()
         clips = [audio[s.start - piece_start : s.end - piece_start] for s in segments]
-        scored = await asyncio.gather(*(self.score(clip) for clip in clips))
-        failed = next((response for response in scored if response.has_error()), None)
-        if failed is not None:  # e.g. the encoder's queue is full: the caller retries this piece as it was
-            return pb_utils.InferenceResponse(error=failed.error())
-        outputs = {contract.SCORES: [], contract.EMBEDDING: []}
-        for response in scored:
-            for name, values in outputs.items():
-                values.append(pb_utils.get_output_tensor_by_name(response, name).as_numpy()[0])
-        times = np.array([[s.start, s.end] for s in segments], dtype=np.float64).reshape(-1, 2) / contract.SAMPLE_RATE
-        state = b"" if last else json.dumps(cutter.state() | {"resume_at": cutter.keep_from()}).encode()
-        tensors = [
-            pb_utils.Tensor(contract.SEGMENT_TIMES, times),
-            pb_utils.Tensor(contract.SEGMENT_SCORES, self.stacked(outputs[contract.SCORES], self.num_labels)),
-            pb_utils.Tensor(contract.SEGMENT_EMBEDDING, self.stacked(outputs[contract.EMBEDDING], self.embedding_dim)),
-            pb_utils.Tensor(contract.SEGMENTS_STATE, np.array([state], dtype=np.object_)),
-            pb_utils.Tensor(contract.RESUME_AT, np.array([-1 if last else cutter.keep_from()], dtype=np.int64)),
-        ]
-        return pb_utils.InferenceResponse(output_tensors=tensors)
+        try:
+            scores, embeddings = await scoring.score(clips)
+        except scoring.ScoringFailed as exc:  # e.g. the encoder's queue is full: the caller retries this piece
+            return pb_utils.InferenceResponse(error=exc.error)
+        state, resume_at = (b"", -1) if last else (segmenter.resume_state(cutter), cutter.keep_from())
+        return scoring.segments_response(self.config, segments, scores, embeddings, state, resume_at)
 
     def read(self, request):
         """(the piece's samples, the sample it starts at, the segmenter to go on with, whether it is the last)."""
@@ -92,28 +80,12 @@ class TritonPythonModel:
             options = segmenter.SegmentOptions.parse(parameters, self.max_seconds)
             return audio, 0, segmenter.Segmenter(self.vad, options), last
         try:
-            state = json.loads(state_text)
-            options = segmenter.SegmentOptions(**state["options"])
-            piece_start = int(state["resume_at"])
-        except (ValueError, TypeError, KeyError) as exc:
-            raise ValueError(f"{contract.SEGMENTS_STATE} is not a state this server gave: {exc}") from None
-        cutter = segmenter.Segmenter(self.vad, options, state)
-        if not piece_start <= cutter.fed <= piece_start + len(audio) or piece_start > cutter.keep_from():
+            cutter, piece_start = segmenter.resumed(self.vad, state_text)
+        except ValueError as exc:
+            raise ValueError(f"{contract.SEGMENTS_STATE} is {exc}") from None
+        if not piece_start <= cutter.fed <= piece_start + len(audio):
             raise ValueError(
                 f"this piece must start at sample {piece_start} of the recording ({contract.RESUME_AT} of the "
                 f"previous response) and reach past sample {cutter.fed}"
             )
         return audio, piece_start, cutter, last
-
-    async def score(self, clip: np.ndarray):
-        """The ensemble's answer for one segment's samples, sent as a request of its own."""
-        request = pb_utils.InferenceRequest(
-            model_name=contract.ENSEMBLE_MODEL,
-            requested_output_names=[contract.SCORES, contract.EMBEDDING],
-            inputs=[pb_utils.Tensor(contract.ENSEMBLE_INPUT, np.ascontiguousarray(clip[None, :], dtype=np.float32))],
-        )
-        return await request.async_exec()
-
-    @staticmethod
-    def stacked(rows: list, width: int) -> np.ndarray:
-        return np.stack(rows).astype(np.float32) if rows else np.zeros((0, width), dtype=np.float32)
