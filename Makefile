@@ -19,7 +19,7 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 
 test: lint
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests --durations=15
 
 run: setup
 	$(PY) scripts/run.py

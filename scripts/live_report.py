@@ -105,10 +105,11 @@ def dropped_streams(url: str, count: int, idle_s: float, memory: ProcessTreeMemo
         deadline = time.monotonic() + 30
         while len(answers) < min(8, count - first) and time.monotonic() < deadline:
             time.sleep(0.01)
-        refused += sum(error is not None for error in answers)
+        refused_now = sum(error is not None for error in answers)
+        refused += refused_now
         client.stop_stream(cancel_requests=True)  # dropped: no END
         client.close()
-        if refused:  # over the stream limit: wait for the dropped ones to idle out
+        if refused_now:  # over the stream limit: wait for the dropped ones to idle out
             time.sleep(idle_s + 1)
     time.sleep(idle_s + 2)  # every dropped stream idles out
     after = memory.sample()
