@@ -41,8 +41,10 @@ from e2v_common import contract
 # gRPC status codes worth retrying: the server is down, restarting, overloaded (a full queue is UNAVAILABLE
 # "Exceeds maximum queue size") or slow.
 RETRYABLE = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED", "UNKNOWN")
-# INTERNAL errors that a restart fixes: a model's Python-backend stub died (e2v-serve restarts the server)
-RETRYABLE_INTERNAL = ("is not healthy",)
+# INTERNAL errors that a retry fixes: a model's Python-backend stub died (e2v-serve restarts the server); gRPC's
+# own "Internal error from Core", which a client reads instead of the status when the connection drops while it
+# is still writing (a stream to a server that was killed)
+RETRYABLE_INTERNAL = ("is not healthy", "internal error from core")
 GRANULARITIES = ("utterance", "frame", "segment")
 # tritonclient's channel defaults, plus a short reconnect back-off: gRPC's own grows to minutes, so a
 # channel would keep failing long after a restarted server is back, outlasting our retries.
@@ -304,6 +306,11 @@ class AdaptiveConcurrency:
             self._last_cut = now
 
 
+def is_transient(status: str, text: str) -> bool:
+    """Whether a gRPC failure (its status code's name and message) may pass when tried again."""
+    return status in RETRYABLE or (status == "INTERNAL" and any(t in text.lower() for t in RETRYABLE_INTERNAL))
+
+
 def _status(exc: InferenceServerException) -> str:
     return str(exc.status() or "").replace("StatusCode.", "")
 
@@ -444,8 +451,7 @@ class Emotion2vecClient:
         if problem:
             return AccessError(self._hide(f"{what} failed at {url}: {problem}"))
         text = str(exc).lower()
-        transient = status in RETRYABLE or (status == "INTERNAL" and any(t in text for t in RETRYABLE_INTERNAL))
-        if not transient and "unknown model" not in text:
+        if not is_transient(status, text) and "unknown model" not in text:
             return ServerError(self._hide(f"{what} failed at {url}: {exc.message() or exc}"))
         return None
 

@@ -28,7 +28,7 @@ import grpc
 import numpy as np
 from tritonclient.grpc import InferInput, InferRequestedOutput
 
-from e2v_client.client import RETRYABLE, AccessError, Emotion2vecClient, RequestError, Segment, ServerError
+from e2v_client.client import AccessError, Emotion2vecClient, RequestError, Segment, ServerError, is_transient
 from e2v_common import contract
 
 # What the stream model or Triton answers when a stream must start again from its last STATE: a refusal
@@ -145,7 +145,7 @@ class LiveStream:
                 raise RequestError(exc.details()) from None
             if status in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
                 raise AccessError(f"the server refused the live stream: {exc.details()}") from None
-            if status not in RETRYABLE:
+            if not is_transient(status, exc.details() or ""):
                 raise ServerError(f"the live stream failed: {status} {exc.details()}") from None
             raise StreamLost(f"{status} {exc.details()}") from None
         finally:
