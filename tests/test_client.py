@@ -292,9 +292,9 @@ def test_requests_spread_over_several_servers_and_fail_over(tiny, tiny_server, t
 
     from e2v_server.serve import TritonServer, free_port
 
-    def executions(url):
+    def executions(url):  # e2v-client's batch is bulk: the bulk lane's ensemble
         with grpcclient.InferenceServerClient(url) as client:
-            stats = client.get_inference_statistics(contract.ENSEMBLE_MODEL, as_json=True)["model_stats"][0]
+            stats = client.get_inference_statistics(contract.BULK_ENSEMBLE_MODEL, as_json=True)["model_stats"][0]
         return int(stats.get("inference_stats", {}).get("success", {}).get("count", 0))
 
     files = []

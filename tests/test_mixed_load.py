@@ -6,21 +6,25 @@ scripts/mixed_load_report.py's (docs/operations.md)."""
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import tritonclient.grpc.aio as aioclient
 from tritonclient.utils import InferenceServerException
 
+from e2v_bench.workload import call_recording
 from e2v_client import audio
 from e2v_client.batch import BatchOptions, run_batch
 from e2v_client.client import AdaptiveConcurrency, Emotion2vecClient, RetryPolicy
 from e2v_common import contract
 from e2v_common.synthetic_speech import speech_like
-from e2v_server.serve import TritonServer, free_port
+from e2v_server.serve import TritonServer, _stub_children, free_port
 
 WAIT_S = 1.0  # the wait bound of the bounded server
 LONG = speech_like(30.0, seed=3)[None, :]  # the longest request: the queue's unit of work
@@ -28,13 +32,13 @@ BULK, INTERACTIVE = contract.PRIORITIES["bulk"], contract.PRIORITIES["interactiv
 
 
 def _server(tiny, tmp_path_factory, name: str, **options):
-    """The tiny model, one request per encoder run (so that the queue is long and its order shows), no bound on
-    the queue's length; `options`: more RepositoryOptions."""
+    """The tiny model, one request per encoder run unless `options` say otherwise (so that the queue is long and
+    its order shows), no bound on the queue's length; `options`: more RepositoryOptions."""
     from e2v_export.checkpoint import load_checkpoint
     from e2v_export.repository import RepositoryOptions, write_repository
 
     folder = tmp_path_factory.mktemp(name)
-    options = RepositoryOptions(max_batch_size=1, max_queue_size=0, **options)
+    options = RepositoryOptions(**({"max_batch_size": 1, "max_queue_size": 0} | options))
     repository = write_repository(load_checkpoint(tiny.model_dir), folder / "repo", options)
     return TritonServer(repository, log_file=folder / "triton.log")
 
@@ -51,14 +55,16 @@ def unbounded_server(tiny, tmp_path_factory):
         yield server
 
 
-async def _send(client, priority: int = 0, wait_us: int | None = None) -> tuple[str, float]:
-    """One 30 s request, with the caller's own wait bound if `wait_us`: ("ok" or its status and message,
-    seconds)."""
+async def _send(
+    client, priority: int = 0, wait_us: int | None = None, model: str = contract.ENSEMBLE_MODEL
+) -> tuple[str, float]:
+    """One 30 s request to `model`, with the caller's own wait bound if `wait_us`: ("ok" or its status and
+    message, seconds)."""
     tensor = aioclient.InferInput(contract.ENSEMBLE_INPUT, list(LONG.shape), "FP32")
     tensor.set_data_from_numpy(LONG)
     start = time.monotonic()
     try:
-        await client.infer(contract.ENSEMBLE_MODEL, [tensor], priority=priority, timeout=wait_us, client_timeout=300)
+        await client.infer(model, [tensor], priority=priority, timeout=wait_us, client_timeout=300)
         return "ok", time.monotonic() - start
     except InferenceServerException as exc:
         return f"{exc.status()} {exc.message()}", time.monotonic() - start
@@ -110,23 +116,84 @@ def test_the_default_bound_admits_a_full_batch_and_a_caller_may_ask_for_less(tin
     assert expired and max(expired) <= 2 * WAIT_S + 3 * one + 0.5 < bound_s  # the caller's bound, not the default
 
 
+async def _probes_behind_bulk(url: str, level: int, bulk_model: str, probes: int) -> tuple[float, list[float]]:
+    """(the median latency of `probes` requests at `level`, sent one after another behind 24 bulk ones sent to
+    `bulk_model`; the bulk ones' latencies)."""
+    async with aioclient.InferenceServerClient(url) as client:
+        bulk = [asyncio.ensure_future(_send(client, BULK, model=bulk_model)) for _ in range(24)]
+        await asyncio.sleep(0.3)  # the bulk requests are queued
+        answers = [await _send(client, level) for _ in range(probes)]
+        assert all(outcome == "ok" for outcome, _ in answers), answers
+        return float(np.median([s for _, s in answers])), [s for _, s in await asyncio.gather(*bulk)]
+
+
 def test_interactive_requests_go_before_bulk_ones(unbounded_server):
     url = unbounded_server.grpc_url
-
-    async def bulk_then_one(level: int) -> tuple[float, list[float]]:
-        async with aioclient.InferenceServerClient(url) as client:
-            bulk = [asyncio.ensure_future(_send(client, BULK)) for _ in range(24)]
-            await asyncio.sleep(0.3)  # the bulk requests are queued
-            outcome, seconds = await _send(client, level)
-            assert outcome == "ok", outcome
-            return seconds, [s for _, s in await asyncio.gather(*bulk)]
-
-    interactive, bulk = asyncio.run(bulk_then_one(INTERACTIVE))
-    as_bulk, _ = asyncio.run(bulk_then_one(BULK))
+    interactive, bulk = asyncio.run(_probes_behind_bulk(url, INTERACTIVE, contract.ENSEMBLE_MODEL, 1))
+    as_bulk, _ = asyncio.run(_probes_behind_bulk(url, BULK, contract.ENSEMBLE_MODEL, 1))
     print(f"one request behind 24 bulk ones: {interactive:.2f} s as interactive, {as_bulk:.2f} s as bulk; "
           f"bulk median {np.median(bulk):.2f} s")  # fmt: skip
     assert interactive < 0.5 * as_bulk
     assert interactive < np.median(bulk)
+
+
+def test_interactive_requests_need_not_wait_for_a_bulk_batch_in_the_bulk_lane(tiny, tmp_path_factory):
+    """Batches of 8: with priority levels alone an interactive request waits for the bulk batch the encoder is
+    running; beside the bulk lane it waits for nothing, and the OS runs its encoder first (the lane's: nice 19)."""
+    with _server(tiny, tmp_path_factory, "batches_of_8", max_batch_size=8, max_queue_wait=0) as server:
+        url = server.grpc_url
+        idle = _one_request_s(url)
+        levels_only, _ = asyncio.run(_probes_behind_bulk(url, INTERACTIVE, contract.ENSEMBLE_MODEL, 3))
+        beside_lane, bulk = asyncio.run(_probes_behind_bulk(url, INTERACTIVE, contract.BULK_ENSEMBLE_MODEL, 3))
+    print(f"one 30 s request: idle {idle:.2f} s (best of 3); median of 3 behind 24 bulk ones, priority levels alone "
+          f"{levels_only:.2f} s, beside them in the bulk lane {beside_lane:.2f} s (bulk median "
+          f"{np.median(bulk):.2f} s)")  # fmt: skip
+    assert beside_lane < 0.5 * levels_only and beside_lane < 2 * idle
+
+
+def _inference_count(url: str, model: str) -> int:
+    import tritonclient.grpc as grpcclient
+
+    with grpcclient.InferenceServerClient(url) as client:
+        stats = client.get_inference_statistics(model, as_json=True)
+    return int(stats["model_stats"][0].get("inference_count", 0))
+
+
+def _niceness(server: TritonServer, model: str) -> set[int]:
+    """The nice values of every thread of `model`'s Python-backend stub (/proc/PID/task/TID/stat, field 19)."""
+    pids = [
+        pid
+        for pid, (_, instance) in _stub_children(server.process.pid).items()
+        if re.fullmatch(rf"{model}(_\d+)+", instance)
+    ]
+    assert len(pids) == 1, (model, _stub_children(server.process.pid))
+    tasks = list(Path(f"/proc/{pids[0]}/task").iterdir())
+    return {int((task / "stat").read_text().rsplit(")", 1)[1].split()[16]) for task in tasks}
+
+
+def test_bulk_jobs_go_to_their_own_lane_whose_encoder_yields_the_cpu(unbounded_server, tmp_path):
+    """The bulk lane: a bulk client's utterances and segments go to the bulk ensemble, whose encoder (the same
+    model file, hard-linked) runs every thread at the lowest CPU priority; interactive ones to the public one."""
+    url, repository = unbounded_server.grpc_url, unbounded_server.model_repository
+    onnx = f"1/{contract.ONNX_FILE}"
+    encoder, lane = repository / contract.ENCODER_MODEL / onnx, repository / contract.BULK_ENCODER_MODEL / onnx
+    assert os.stat(encoder).st_ino == os.stat(lane).st_ino
+    assert _niceness(unbounded_server, contract.BULK_ENCODER_MODEL) == {contract.BULK_NICENESS}
+    assert _niceness(unbounded_server, contract.ENCODER_MODEL) == {0}
+
+    clip = audio.load(call_recording(tmp_path / "call.wav", 12.0)).samples  # speech between pauses
+
+    async def score(priority: str, granularity: str) -> None:
+        async with Emotion2vecClient(url, priority=priority) as client:
+            await client.score(clip, granularity)
+
+    for priority, granularity in [(p, g) for p in contract.PRIORITIES for g in ("utterance", "segment")]:
+        models = (contract.ENCODER_MODEL, contract.BULK_ENCODER_MODEL)
+        before = [_inference_count(url, model) for model in models]
+        asyncio.run(score(priority, granularity))
+        ran = [_inference_count(url, model) - count for model, count in zip(models, before, strict=True)]
+        print(f"{priority} {granularity}: encoder runs {ran[0]}, bulk lane's {ran[1]}")
+        assert (ran[0] > 0, ran[1] > 0) == (priority == "interactive", priority == "bulk"), ran
 
 
 def test_requests_without_a_priority_are_interactive(unbounded_server):

@@ -170,9 +170,14 @@ def test_repository_python_models_import_nothing_of_ours(tiny, tmp_path, flavour
         if path.name == "model.py":
             assert (path.parent / CONTRACT_COPY).exists()
     native_python = {p.parent.parent.name for p in python_files if p.name == "model.py"}
-    assert native_python == (
-        {contract.ENCODER_MODEL, contract.CLASSIFIER_MODEL} if flavour == "portable" else set()
-    ) | {contract.PREPROCESS_MODEL, contract.SEGMENTS_MODEL, contract.STREAM_MODEL}
+    portable_only = {contract.ENCODER_MODEL, contract.CLASSIFIER_MODEL, contract.BULK_ENCODER_MODEL}  # + the lane
+    assert native_python == (portable_only if flavour == "portable" else set()) | {
+        contract.PREPROCESS_MODEL, contract.SEGMENTS_MODEL, contract.STREAM_MODEL
+    }  # fmt: skip
+    # the bulk lane: in the portable flavour only (the native encoder is Triton's own backend)
+    lane = {contract.BULK_ENCODER_MODEL, contract.BULK_ENSEMBLE_MODEL}
+    models = {p.name for p in repository.iterdir()}
+    assert lane <= models if flavour == "portable" else not lane & models
 
 
 def test_the_client_imports_nothing_of_the_server_or_the_export():

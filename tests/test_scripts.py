@@ -127,9 +127,10 @@ def test_mixed_load_report_runs_every_phase_before_and_after(tmp_path):
     assert bounds[0] == 0 and bounds[1] >= QUEUE_WAIT_LIMITS_S[0]  # the default: measured at export, at least 10 s
     for r in report["results"]:
         assert r["capacity_rps"] > 0 and r["open_loop"]["answered"] > 0 and r["idle_p95_s"] > 0
+        assert all(r[f"busy_p95_s_{name}"] > 0 for name in ("as_bulk", "interactive", "bulk_lane"))
         for name in ("before", "after"):
             assert r[f"batch_{name}"]["scored"] == 3 and r[f"batch_{name}"]["in_flight"]
-    assert "interactive" in out and (tmp_path / "mixed-load.png").stat().st_size > 0
+    assert "bulk lane" in out and (tmp_path / "mixed-load.png").stat().st_size > 0
 
 
 def test_live_report_measures_the_delay_of_real_time_streams_and_drops(tiny, tmp_path):

@@ -24,8 +24,10 @@ class Outcome:
     error: str  # "" when answered
 
 
-async def send(client, samples: np.ndarray, start: float, priority: int = 0) -> Outcome:
-    """One request (priority 0: the server's default level); its outcome, timed from `start`."""
+async def send(
+    client, samples: np.ndarray, start: float, priority: int = 0, model: str = contract.ENSEMBLE_MODEL
+) -> Outcome:
+    """One request to `model` (priority 0: the server's default level); its outcome, timed from `start`."""
     import tritonclient.grpc.aio as aioclient
     from tritonclient.utils import InferenceServerException
 
@@ -33,7 +35,7 @@ async def send(client, samples: np.ndarray, start: float, priority: int = 0) -> 
     tensor.set_data_from_numpy(samples.reshape(1, -1))
     sent = time.monotonic()
     try:
-        await client.infer(contract.ENSEMBLE_MODEL, [tensor], client_timeout=600, priority=priority)
+        await client.infer(model, [tensor], client_timeout=600, priority=priority)
         error = ""
     except InferenceServerException as exc:
         error = f"{str(exc.status()).replace('StatusCode.', '')}: {exc.message()}"

@@ -157,6 +157,7 @@ class ModelInfo:
     random_weights: bool
     precision: str = "fp32"  # the encoder's
     runtime: str = "onnxruntime"  # the encoder's (portable flavour)
+    bulk_ensemble: str = ""  # the bulk lane's ensemble, where bulk jobs go; empty where the server has none
 
     @property
     def kept(self) -> list[int]:
@@ -182,6 +183,7 @@ class ModelInfo:
                 random_weights=params.get(contract.PARAM_RANDOM_WEIGHTS) == "true",
                 precision=params.get(contract.PARAM_PRECISION, "fp32"),
                 runtime=params.get(contract.PARAM_RUNTIME, "onnxruntime"),
+                bulk_ensemble=params.get(contract.PARAM_BULK_ENSEMBLE, ""),
             )
         except KeyError as exc:
             raise ServerError(
@@ -391,6 +393,14 @@ class Emotion2vecClient:
         return contract.PRIORITIES[self.priority]
 
     @property
+    def ensemble(self) -> str:
+        """The ensemble that scores this client's audio: the bulk lane's for a bulk client where the server has
+        one (it runs beside the interactive requests' encoder, at a lower CPU priority), else the public one."""
+        if self.priority == "bulk" and self.info is not None and self.info.bulk_ensemble:
+            return self.info.bulk_ensemble
+        return contract.ENSEMBLE_MODEL
+
+    @property
     def has_token(self) -> bool:
         return self._token is not None
 
@@ -501,7 +511,7 @@ class Emotion2vecClient:
         response = await self._call(
             "inference",
             lambda server: server.infer(
-                contract.ENSEMBLE_MODEL,
+                self.ensemble,
                 [tensor],
                 outputs=requested,
                 client_timeout=self.timeout,
@@ -676,7 +686,8 @@ class Timeline:
             self.done = True
 
     async def _send(self, piece: np.ndarray, last: bool) -> None:
-        response = await self.client._infer_piece(piece, self.state, {**self.options, contract.PARAM_LAST_PIECE: last})
+        parameters = {**self.options, contract.PARAM_LAST_PIECE: last, contract.PARAM_SCORED_BY: self.client.ensemble}
+        response = await self.client._infer_piece(piece, self.state, parameters)
         times, scores, embeddings = (response[name] for name in contract.SEGMENTS_OUTPUTS[:3])
         self.segments += [
             Segment(float(t[0]), float(t[1]), s, e) for t, s, e in zip(times, scores, embeddings, strict=True)

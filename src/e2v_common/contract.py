@@ -35,6 +35,14 @@ CLASSIFIER_MODEL = "classifier"
 # single requests, any caller that sends no priority) go before bulk jobs, which e2v-client's batches send.
 PRIORITIES = {"interactive": 1, "bulk": 2}
 DEFAULT_PRIORITY = "interactive"
+# The bulk lane (portable flavour; e2v-export --no-bulk-lane leaves it out): a second ensemble whose encoder is
+# a second instance of the same model file, its threads at the lowest CPU priority (nice BULK_NICENESS). Bulk
+# jobs sent there leave the first encoder to interactive requests, and the OS runs those ahead of a bulk batch
+# that is already running. Priority levels alone cannot do that: a batch in the encoder is not interrupted, so
+# an interactive request waited for it (11.8 s on large, against 0.46 s on an idle server).
+BULK_ENSEMBLE_MODEL = "emotion2vec_bulk"
+BULK_ENCODER_MODEL = "encoder_bulk"
+BULK_NICENESS = 19
 
 # --- the gateway -----------------------------------------------------------
 # The header that carries the gateway's token: "Bearer <token>", on gRPC metadata and HTTP alike.
@@ -82,6 +90,8 @@ SEGMENTS_OUTPUTS = (SEGMENT_TIMES, SEGMENT_SCORES, SEGMENT_EMBEDDING, SEGMENTS_S
 # Request parameters of the segments model: LAST_PIECE (bool, default true: the whole recording in one
 # request) and the segmentation's options (the fields of e2v_common.segmenter.SegmentOptions, in seconds).
 PARAM_LAST_PIECE = "last_piece"
+# ... and SCORED_BY: the ensemble that scores the segments, ENSEMBLE_MODEL (the default) or BULK_ENSEMBLE_MODEL
+PARAM_SCORED_BY = "scored_by"
 VAD_FILE = "vad.onnx"  # Silero VAD, in the segments and stream models' version folders
 
 # Live streams: the stream model (Python, decoupled, Triton's sequence batcher) takes a recording as it is
@@ -109,9 +119,11 @@ PARAM_MODEL_NAME = "model_name"
 PARAM_RANDOM_WEIGHTS = "random_weights"  # "true" for test checkpoints: predictions are meaningless
 PARAM_PRECISION = "precision"  # the encoder's: fp32, bf16 or int8 (also in the portable encoder's config)
 PARAM_RUNTIME = "runtime"  # the encoder's: onnxruntime or openvino (also in the portable models' configs)
+PARAM_BULK_ENSEMBLE = "bulk_ensemble"  # where bulk requests go: BULK_ENSEMBLE_MODEL, or empty without a bulk lane
 # Serving settings, carried as string parameters of the Python models' configs.
 PARAM_PAD_MULTIPLE = "pad_to_multiple_of_samples"  # preprocess: padded batch length, a multiple of this
 PARAM_THREADS = "intra_op_threads"  # portable encoder/classifier: ONNX Runtime threads (0: one per core)
+PARAM_NICENESS = "niceness"  # portable encoder: its process's CPU niceness (0, or BULK_NICENESS in the bulk lane)
 PARAM_MAX_PADDING_RATIO = "max_padding_ratio"  # portable: longest row of a group <= this x the shortest
 PARAM_MAX_RUN_STEPS = "max_run_steps"  # portable: rows x longest row of a group <= this (a longer row runs alone)
 PARAM_LENGTH_BUCKET = "length_bucket"  # portable: each row is cut to its length rounded up to a multiple of this

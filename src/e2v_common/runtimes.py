@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -113,6 +114,16 @@ def free_memory_to_the_os() -> None:
     after a batch of long utterances, hundreds of MB of free heap stay resident. A no-op without glibc."""
     if _malloc_trim is not None:
         _malloc_trim(0)
+
+
+def lower_cpu_priority(niceness: int) -> None:
+    """Run this whole process at CPU niceness `niceness` (0-19; higher yields to others): every thread it has,
+    and those it starts later, which inherit it. Called before a runtime starts its threads. On Linux a nice
+    value belongs to a thread, so each is set; elsewhere the process's is. An unprivileged process may raise its
+    niceness but never lower it again: a model's process keeps one for its life."""
+    tasks = Path("/proc/self/task")
+    for thread in [int(t.name) for t in tasks.iterdir()] if tasks.is_dir() else [0]:
+        os.setpriority(os.PRIO_PROCESS, thread, niceness)
 
 
 def _find_malloc_trim():

@@ -101,6 +101,14 @@ def _export_parser() -> argparse.ArgumentParser:
         "measured at export, within 10-120 s)",
     )
     serving.add_argument(
+        "--no-bulk-lane",
+        dest="bulk_lane",
+        action="store_false",
+        help="portable flavour: leave out the bulk lane, the second encoder at the lowest CPU priority that "
+        "bulk jobs (e2v-client's batches) use so that interactive requests do not wait for them; saves one "
+        "copy of the encoder's memory",
+    )
+    serving.add_argument(
         "--runtime",
         choices=("auto", *RUNTIMES),
         default="auto",
@@ -193,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         tensorrt=args.tensorrt,
         quantization=args.quantization,
         max_queue_wait=args.max_queue_wait,
+        bulk_lane=args.bulk_lane,
         **{_field(flag): getattr(args, _field(flag)) for flag, _ in NUMERIC_SERVING_OPTIONS},
     )
     try:

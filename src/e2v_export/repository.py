@@ -53,6 +53,8 @@ FLAVOURS = ("portable", "native")
 QUANTIZATIONS = ("dynamic", "static")  # of an int8 encoder (quantize.py)
 IR_WEIGHTS_FILE = Path(contract.OPENVINO_FILE).with_suffix(".bin").name  # model.bin, beside model.xml
 STAMP_FILE = "export_stamp.json"  # in the ensemble's folder: which code and checkpoint wrote the repository
+# the bulk lane's models: {the model each repeats: its name}
+BULK_LANE = {contract.ENCODER_MODEL: contract.BULK_ENCODER_MODEL, contract.ENSEMBLE_MODEL: contract.BULK_ENSEMBLE_MODEL}
 
 
 def code_fingerprint() -> str:
@@ -88,6 +90,8 @@ class RepositoryOptions:
     # "Request timeout expired", retryable); None: derived from the speed measured at export (queue_wait()),
     # 0: no bound. A caller may ask for less with its request's own timeout.
     max_queue_wait: float | None = None
+    # portable: a second ensemble and encoder for bulk jobs, at the lowest CPU priority (contract.BULK_ENSEMBLE_MODEL)
+    bulk_lane: bool = True
     preprocess_instances: int = 1
     encoder_instances: int = 1
     instance_kind: str = "cpu"  # cpu or gpu, for the encoder and classifier
@@ -118,6 +122,12 @@ class RepositoryOptions:
     # int8 only: dynamic (ONNX Runtime, ranges computed per call) or static (calibrated on audio: ONNX Runtime
     # QDQ, or OpenVINO through NNCF)
     quantization: str = "dynamic"
+
+    @property
+    def has_bulk_lane(self) -> bool:
+        """Whether the repository gets the bulk lane: only where the encoder is our Python model (portable), which
+        can lower its CPU priority; Triton's own backends (native) cannot."""
+        return self.bulk_lane and self.flavour == "portable"
 
     def check(self) -> None:
         if self.flavour not in FLAVOURS:
@@ -221,6 +231,8 @@ def template_values(
         "PARAM_RUNTIME": contract.PARAM_RUNTIME,
         "PARAM_PAD_MULTIPLE": contract.PARAM_PAD_MULTIPLE,
         "PARAM_THREADS": contract.PARAM_THREADS,
+        "PARAM_NICENESS": contract.PARAM_NICENESS,
+        "PARAM_BULK_ENSEMBLE": contract.PARAM_BULK_ENSEMBLE,
         "PARAM_MAX_PADDING_RATIO": contract.PARAM_MAX_PADDING_RATIO,
         "PARAM_MAX_RUN_STEPS": contract.PARAM_MAX_RUN_STEPS,
         "PARAM_LENGTH_BUCKET": contract.PARAM_LENGTH_BUCKET,
@@ -253,6 +265,8 @@ def template_values(
         "encoder_instances": options.encoder_instances,
         "instance_kind": f"KIND_{options.instance_kind.upper()}",
         "threads": options.threads,
+        "niceness": 0,
+        "bulk_ensemble": contract.BULK_ENSEMBLE_MODEL if options.has_bulk_lane else "",
         "max_seconds": f"{options.max_seconds:g}",
         "pad_multiple": options.pad_multiple,
         # live streams
@@ -346,13 +360,22 @@ def render_configs(options: RepositoryOptions, values: dict) -> dict[str, str]:
         contract.SEGMENTS_MODEL: f"{contract.SEGMENTS_MODEL}.pbtxt.in",
         contract.STREAM_MODEL: f"{contract.STREAM_MODEL}.pbtxt.in",
     }
-    return {
+    configs = {
         model: Template((TRITON_MODELS / template).read_text("utf-8")).substitute(values)
         for model, template in templates.items()
     }
+    if options.has_bulk_lane:  # the same encoder and ensemble again, under the bulk lane's names
+        lane = values | {
+            "ENCODER_MODEL": contract.BULK_ENCODER_MODEL,
+            "ENSEMBLE_MODEL": contract.BULK_ENSEMBLE_MODEL,
+            "niceness": contract.BULK_NICENESS,
+        }
+        for model, lane_model in BULK_LANE.items():
+            configs[lane_model] = Template((TRITON_MODELS / templates[model]).read_text("utf-8")).substitute(lane)
+    return configs
 
 
-def python_models(flavour: str) -> dict[str, str]:
+def python_models(flavour: str, bulk_lane: bool = False) -> dict[str, str]:
     """{model: the file in triton_models/ that is its model.py} for the models that run in the Python backend."""
     models = {
         contract.PREPROCESS_MODEL: "preprocess.py",
@@ -361,13 +384,39 @@ def python_models(flavour: str) -> dict[str, str]:
     }
     if flavour == "portable":
         models |= {contract.ENCODER_MODEL: "runtime_model.py", contract.CLASSIFIER_MODEL: "runtime_model.py"}
+    if bulk_lane:
+        models[contract.BULK_ENCODER_MODEL] = "runtime_model.py"
     return models
 
 
-def write_python_models(out: Path, flavour: str) -> None:
+def write_bulk_lane(out: Path, enabled: bool) -> None:
+    """The bulk lane's folders: the encoder's model files hard-linked (no second copy on disk, and each folder
+    still holds its files: a copy of the folder alone is whole) and its tuning.json; without the lane, none
+    left from an earlier export."""
+    for lane_model in BULK_LANE.values():
+        shutil.rmtree(out / lane_model, ignore_errors=True)
+    if not enabled:
+        return
+    encoder, lane = out / contract.ENCODER_MODEL, out / contract.BULK_ENCODER_MODEL
+    (out / contract.BULK_ENSEMBLE_MODEL / "1").mkdir(parents=True)
+    (lane / "1").mkdir(parents=True)
+    model_files = [f"1/{name}" for name in (contract.ONNX_FILE, contract.OPENVINO_FILE, IR_WEIGHTS_FILE)]
+    for name in [*model_files, runtimes.TUNING_FILE]:
+        if (encoder / name).exists():
+            link_or_copy(encoder / name, lane / name)
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # another file system, or one without hard links
+        shutil.copy(source, target)
+
+
+def write_python_models(out: Path, flavour: str, bulk_lane: bool = False) -> None:
     """model.py and the modules it imports in each Python model's version folder; none left in the others."""
-    python = python_models(flavour)
-    for model in python_models("portable"):  # every model that is a Python model in some flavour
+    python = python_models(flavour, bulk_lane)
+    for model in python_models("portable", bulk_lane):  # every model that is a Python model in some flavour
         version_dir = out / model / "1"
         version_dir.mkdir(parents=True, exist_ok=True)
         copies = {}
@@ -502,7 +551,8 @@ def write_repository(
 
     if options.tensorrt:  # model.plan beside each model.onnx, before the configs that name them
         build_repository_engines(out, ProfileOptions.for_repository(options))
-    write_python_models(out, options.flavour)
+    write_bulk_lane(out, options.has_bulk_lane)
+    write_python_models(out, options.flavour, options.has_bulk_lane)
     values = template_values(
         options, labels, embedding_dim, options.model_name or checkpoint.model_dir.name, random_weights
     )

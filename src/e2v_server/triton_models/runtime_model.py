@@ -6,9 +6,9 @@ emotion2vec_runtimes.py beside it: it stands alone in any Triton whose Python ha
 numpy and the runtime, including the pip-installed server, which has only the
 Python backend. A tuning.json in the model's folder (e2v-export --tune) says which
 CPU the choice was measured on: the model refuses a CPU without what the choice
-needs and warns on another CPU model. The runtime, precision, threads and tensor names come from the
-model's config.pbtxt: the first input has a length axis (axis 1), the second
-holds each row's length; the outputs are those of the model file.
+needs and warns on another CPU model. The runtime, precision, threads, CPU niceness (the bulk lane's
+encoder: contract.BULK_NICENESS) and tensor names come from the model's config.pbtxt: the first input has
+a length axis (axis 1), the second holds each row's length; the outputs are those of the model file.
 
 The inputs are marked allow_ragged_batch, so one execute() may get requests of
 any lengths. On a CPU, padding is pure waste (a 1 s utterance padded to 30 s
@@ -46,6 +46,9 @@ class TritonPythonModel:
         self.max_group = max(1, int(config.get("max_batch_size", 1)))
 
         runtime, precision = params[contract.PARAM_RUNTIME], params[contract.PARAM_PRECISION]
+        niceness = int(params.get(contract.PARAM_NICENESS, "0"))
+        if niceness:  # the bulk lane's encoder: before the runtime starts the threads that inherit it
+            runtimes.lower_cpu_priority(niceness)
         # a tuned encoder (e2v-export --tune) refuses a CPU that lacks what its choice needs, and warns on
         # another CPU model; raising here fails the model's loading with the message in Triton's log
         warning = runtimes.check_tuned_machine(args["model_repository"])

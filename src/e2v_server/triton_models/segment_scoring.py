@@ -17,10 +17,12 @@ class ScoringFailed(Exception):
         self.error = error
 
 
-async def score(clips: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """(scores, embeddings) of each clip sent to the ensemble as a request of its own: its numbers are those of
+async def score(
+    clips: list[np.ndarray], ensemble: str = contract.ENSEMBLE_MODEL
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(scores, embeddings) of each clip sent to `ensemble` as a request of its own: its numbers are those of
     that audio alone. All at once, so that the encoder batches them."""
-    answers = await asyncio.gather(*(_request(clip).async_exec() for clip in clips))
+    answers = await asyncio.gather(*(_request(clip, ensemble).async_exec() for clip in clips))
     failed = next((answer for answer in answers if answer.has_error()), None)
     if failed is not None:
         raise ScoringFailed(failed.error())
@@ -29,9 +31,9 @@ async def score(clips: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndar
     return scores, embeddings
 
 
-def _request(clip: np.ndarray):
+def _request(clip: np.ndarray, ensemble: str):
     return pb_utils.InferenceRequest(
-        model_name=contract.ENSEMBLE_MODEL,
+        model_name=ensemble,
         requested_output_names=[contract.SCORES, contract.EMBEDDING],
         inputs=[pb_utils.Tensor(contract.ENSEMBLE_INPUT, np.ascontiguousarray(clip[None, :], dtype=np.float32))],
     )

@@ -3,7 +3,8 @@
 A request holds one piece of a recording: AUDIO [1, N] float32 at 16 kHz, and STATE, the state the previous
 piece's response gave (absent for the first piece). The request parameter last_piece (default true: the
 whole recording in one request) says whether more follows; the segmentation's options are request
-parameters too (emotion2vec_segmenter.SegmentOptions; the first piece's hold for the whole recording).
+parameters too (emotion2vec_segmenter.SegmentOptions; the first piece's hold for the whole recording), and
+scored_by, the ensemble that scores the segments (the bulk lane's for bulk jobs).
 
 Silero VAD (vad.onnx beside this file, in ONNX Runtime) and emotion2vec_segmenter cut the speech segments;
 each segment closed in this piece is scored by the emotion2vec ensemble on its own samples (BLS, all at
@@ -44,7 +45,7 @@ class TritonPythonModel:
 
     async def respond(self, request):
         try:
-            audio, piece_start, cutter, last = self.read(request)
+            audio, piece_start, cutter, last, scored_by = self.read(request)
         except ValueError as exc:
             return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG))
         segments = cutter.feed(audio[cutter.fed - piece_start :])  # the samples the segmenter has not heard yet
@@ -52,14 +53,15 @@ class TritonPythonModel:
             segments += cutter.flush()
         clips = [audio[s.start - piece_start : s.end - piece_start] for s in segments]
         try:
-            scores, embeddings = await scoring.score(clips)
+            scores, embeddings = await scoring.score(clips, scored_by)
         except scoring.ScoringFailed as exc:  # e.g. the encoder's queue is full: the caller retries this piece
             return pb_utils.InferenceResponse(error=exc.error)
         state, resume_at = (b"", -1) if last else (segmenter.resume_state(cutter), cutter.keep_from())
         return scoring.segments_response(self.config, segments, scores, embeddings, state, resume_at)
 
     def read(self, request):
-        """(the piece's samples, the sample it starts at, the segmenter to go on with, whether it is the last)."""
+        """(the piece's samples, the sample it starts at, the segmenter to go on with, whether it is the last, the
+        ensemble that scores its segments)."""
         audio = pb_utils.get_input_tensor_by_name(request, contract.SEGMENTS_AUDIO).as_numpy()
         if audio.ndim != 2 or audio.shape[0] != 1:
             raise ValueError(f"{contract.SEGMENTS_AUDIO} must be one piece of one recording: [1, N], not {audio.shape}")
@@ -74,11 +76,15 @@ class TritonPythonModel:
         last = parameters.get(contract.PARAM_LAST_PIECE, True)
         if not isinstance(last, bool):
             raise ValueError(f"{contract.PARAM_LAST_PIECE} must be true or false")
+        scored_by = parameters.get(contract.PARAM_SCORED_BY, contract.ENSEMBLE_MODEL)
+        lanes = (contract.ENSEMBLE_MODEL, contract.BULK_ENSEMBLE_MODEL)
+        if scored_by not in lanes:
+            raise ValueError(f"{contract.PARAM_SCORED_BY} must be one of {', '.join(lanes)}")
         state_tensor = pb_utils.get_input_tensor_by_name(request, contract.SEGMENTS_STATE)
         state_text = state_tensor.as_numpy().reshape(-1)[0] if state_tensor is not None else b""
         if not state_text:  # the first piece
             options = segmenter.SegmentOptions.parse(parameters, self.max_seconds)
-            return audio, 0, segmenter.Segmenter(self.vad, options), last
+            return audio, 0, segmenter.Segmenter(self.vad, options), last, scored_by
         try:
             cutter, piece_start = segmenter.resumed(self.vad, state_text)
         except ValueError as exc:
@@ -88,4 +94,4 @@ class TritonPythonModel:
                 f"this piece must start at sample {piece_start} of the recording ({contract.RESUME_AT} of the "
                 f"previous response) and reach past sample {cutter.fed}"
             )
-        return audio, piece_start, cutter, last
+        return audio, piece_start, cutter, last, scored_by
