@@ -56,11 +56,11 @@ FLOOD_SECONDS = 30.0
 BATCH_DELAY_S = 5.0
 BULK = contract.PRIORITIES["bulk"]
 INTERACTIVE = contract.PRIORITIES["interactive"]
-# the priorities phase: (name, the probes' level, where the bulk requests go)
+# the priorities phase: (name, the probes' level, where the bulk requests go, what the case shows)
 PRIORITY_CASES = (
-    ("as_bulk", BULK, contract.ENSEMBLE_MODEL),
-    ("interactive", INTERACTIVE, contract.ENSEMBLE_MODEL),
-    ("bulk_lane", INTERACTIVE, contract.BULK_ENSEMBLE_MODEL),
+    ("as_bulk", BULK, contract.ENSEMBLE_MODEL, "no priorities"),
+    ("interactive", INTERACTIVE, contract.ENSEMBLE_MODEL, "priority levels alone"),
+    ("bulk_lane", INTERACTIVE, contract.BULK_ENSEMBLE_MODEL, "bulk jobs in the bulk lane"),
 )
 PHASES = ("wait", "priorities", "batch")
 
@@ -170,9 +170,14 @@ def run_server(repository: Path, out: Path, label: str, args, clips, probe, file
         if "wait" in args.phases:
             result |= wait_bound_phase(url, memory, args, clips, label)
         if "priorities" in args.phases:
+            import psutil
+
+            result["idle_pss_mb"] = memory.sample()
+            lane = psutil.Process(server.stub_pid(contract.BULK_ENCODER_MODEL)).memory_full_info().pss / 2**20
+            result["bulk_lane_pss_mb"] = lane
             idle = asyncio.run(probes_beside_bulk(url, clips, probe, args.seconds / 3, None, ""))
             result["idle_p95_s"] = percentile(idle, 95)
-            for name, level, bulk_model in PRIORITY_CASES:
+            for name, level, bulk_model, _ in PRIORITY_CASES:
                 latencies = asyncio.run(probes_beside_bulk(url, clips, probe, args.seconds / 2, level, bulk_model))
                 result[f"busy_p95_s_{name}"] = percentile(latencies, 95)
         if "batch" in args.phases:
@@ -224,11 +229,13 @@ def plot(results: list[dict], phases: list[str], path: Path, title: str) -> None
         )
         panels["wait"].legend()
     if "priorities" in panels:
-        names = ["idle", *(name for name, _, _ in PRIORITY_CASES)]
-        values = [last["idle_p95_s"], *(last[f"busy_p95_s_{name}"] for name in names[1:])]
-        panels["priorities"].bar([n.replace("_", " ") for n in names], values)
+        labels = ["idle", *(shows for _, _, _, shows in PRIORITY_CASES)]
+        values = [last["idle_p95_s"], *(last[f"busy_p95_s_{name}"] for name, _, _, _ in PRIORITY_CASES)]
+        panels["priorities"].bar(labels, values)
         panels["priorities"].axhline(1.5 * last["idle_p95_s"], color="red", linestyle="--", label="1.5 x idle")
-        panels["priorities"].set(ylabel="p95 of 5 s requests (s)", title="interactive requests beside bulk load")
+        panels["priorities"].set(
+            ylabel="p95 of 5 s requests (s)", title=f"{title}: interactive requests beside bulk load"
+        )
         panels["priorities"].legend()
     if "batch" in panels:
         for name in ("before", "after"):
@@ -261,9 +268,11 @@ def print_tables(results: list[dict], args, clips: list, host: str) -> None:
             "and as interactive (priority levels); beside bulk load in the bulk lane, sent as interactive"
         )
         for r in results:
-            p95 = {name: r[f"busy_p95_s_{name}"] for name, _, _ in PRIORITY_CASES}
+            p95 = {name: r[f"busy_p95_s_{name}"] for name, _, _, _ in PRIORITY_CASES}
             cases = "  ".join(f"{n.replace('_', ' ')} {s:.2f} ({s / r['idle_p95_s']:.1f}x)" for n, s in p95.items())
             print(f"{r['repository']:<15} idle {r['idle_p95_s']:.2f}  {cases}")
+            lane = r["bulk_lane_pss_mb"]
+            print(f"{'':<15} server PSS {r['idle_pss_mb']:.0f} MB idle, of which the bulk lane's encoder {lane:.0f} MB")
     if "batch" in args.phases:
         print(f"\nbatch of {args.files} files at concurrency {BATCH_CONCURRENCY}, {BATCH_DELAY_S:g} s after "
               f"{args.flood} raw {FLOOD_SECONDS:g} s requests:")  # fmt: skip

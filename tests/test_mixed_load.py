@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ from e2v_client.batch import BatchOptions, run_batch
 from e2v_client.client import AdaptiveConcurrency, Emotion2vecClient, RetryPolicy
 from e2v_common import contract
 from e2v_common.synthetic_speech import speech_like
-from e2v_server.serve import TritonServer, _stub_children, free_port
+from e2v_server.serve import TritonServer, free_port
 
 WAIT_S = 1.0  # the wait bound of the bounded server
 LONG = speech_like(30.0, seed=3)[None, :]  # the longest request: the queue's unit of work
@@ -161,13 +160,7 @@ def _inference_count(url: str, model: str) -> int:
 
 def _niceness(server: TritonServer, model: str) -> set[int]:
     """The nice values of every thread of `model`'s Python-backend stub (/proc/PID/task/TID/stat, field 19)."""
-    pids = [
-        pid
-        for pid, (_, instance) in _stub_children(server.process.pid).items()
-        if re.fullmatch(rf"{model}(_\d+)+", instance)
-    ]
-    assert len(pids) == 1, (model, _stub_children(server.process.pid))
-    tasks = list(Path(f"/proc/{pids[0]}/task").iterdir())
+    tasks = list(Path(f"/proc/{server.stub_pid(model)}/task").iterdir())
     return {int((task / "stat").read_text().rsplit(")", 1)[1].split()[16]) for task in tasks}
 
 

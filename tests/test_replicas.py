@@ -72,10 +72,14 @@ def replicas(tiny, tmp_path):
 
 
 def ensemble_requests(server: TritonServer) -> int:
-    """The requests the replica's ensemble has answered (Triton's own statistics)."""
+    """The requests the replica's ensembles have answered (Triton's own statistics): the public one and the bulk
+    lane's, where e2v-client's batches go."""
     with grpcclient.InferenceServerClient(server.grpc_url) as client:
-        stats = client.get_inference_statistics(contract.ENSEMBLE_MODEL, as_json=True)
-    return int(stats["model_stats"][0].get("inference_count", 0))
+        stats = [
+            client.get_inference_statistics(model, as_json=True)
+            for model in (contract.ENSEMBLE_MODEL, contract.BULK_ENSEMBLE_MODEL)
+        ]
+    return sum(int(s["model_stats"][0].get("inference_count", 0)) for s in stats)
 
 
 def test_one_client_spreads_its_requests_over_every_replica_of_a_name(replicas):

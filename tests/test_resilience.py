@@ -30,7 +30,8 @@ from e2v_server.serve import PYTHON_STUB, TritonServer, _running, _stat, _stub_c
 
 
 def _stub_pid(server_pid: int, model: str) -> int:
-    return next(pid for pid, (_, instance) in _stub_children(server_pid).items() if instance.startswith(f"{model}_"))
+    stubs = _stub_children(server_pid).items()
+    return next(pid for pid, (_, instance) in stubs if re.fullmatch(rf"{model}(_\d+)+", instance))
 
 
 def _python_instances(repository: Path) -> list[str]:
@@ -182,7 +183,8 @@ def test_a_batch_survives_a_stub_killed_mid_batch_with_nothing_lost(serve, tmp_p
     deadline = time.monotonic() + 120
     while len(list(out.glob("outputs_*"))) < 8 and time.monotonic() < deadline:
         time.sleep(0.01)
-    os.kill(_stub_pid(_tritonserver_pid(serve.process.pid), contract.ENCODER_MODEL), signal.SIGKILL)
+    # the encoder this batch runs on: e2v-client's batches are bulk, scored in the bulk lane
+    os.kill(_stub_pid(_tritonserver_pid(serve.process.pid), contract.BULK_ENCODER_MODEL), signal.SIGKILL)
     _, stderr = client.communicate(timeout=300)
     assert client.returncode == 0, stderr
     assert "READY again" in serve.log.read_text()

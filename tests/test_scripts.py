@@ -128,6 +128,7 @@ def test_mixed_load_report_runs_every_phase_before_and_after(tmp_path):
     for r in report["results"]:
         assert r["capacity_rps"] > 0 and r["open_loop"]["answered"] > 0 and r["idle_p95_s"] > 0
         assert all(r[f"busy_p95_s_{name}"] > 0 for name in ("as_bulk", "interactive", "bulk_lane"))
+        assert 0 < r["bulk_lane_pss_mb"] < r["idle_pss_mb"]
         for name in ("before", "after"):
             assert r[f"batch_{name}"]["scored"] == 3 and r[f"batch_{name}"]["in_flight"]
     assert "bulk lane" in out and (tmp_path / "mixed-load.png").stat().st_size > 0

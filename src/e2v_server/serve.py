@@ -13,6 +13,7 @@ import contextlib
 import ctypes
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -301,6 +302,11 @@ class TritonServer:
     def dead_stubs(self) -> list[str]:
         """Model instances whose Python-backend stub has died: their model fails every request until a restart."""
         return self.stubs.dead() if self.process and self.process.poll() is None else []
+
+    def stub_pid(self, model: str) -> int:
+        """The process of `model`'s Python-backend stub (its first instance)."""
+        stubs = _stub_children(self.process.pid)
+        return min(pid for pid, (_, instance) in stubs.items() if re.fullmatch(rf"{model}(_\d+)+", instance))
 
     def restart(self) -> None:
         """Kill the server (a dead stub would hold a graceful exit until the exit timeout) and start it again on
