@@ -26,12 +26,7 @@ from conftest import e2v_serve_command, launch_e2v_serve
 from e2v_client import audio
 from e2v_common import contract
 from e2v_common.synthetic_speech import speech_like
-from e2v_server.serve import PYTHON_STUB, TritonServer, _running, _stat, _stub_children, free_port
-
-
-def _stub_pid(server_pid: int, model: str) -> int:
-    stubs = _stub_children(server_pid).items()
-    return next(pid for pid, (_, instance) in stubs if re.fullmatch(rf"{model}(_\d+)+", instance))
+from e2v_server.serve import PYTHON_STUB, TritonServer, _running, _stat, _stub_children, free_port, stub_pid
 
 
 def _python_instances(repository: Path) -> list[str]:
@@ -121,7 +116,7 @@ def test_term_stops_everything_within_seconds(serve):
 def test_stop_with_a_dead_stub_does_not_wait_for_the_exit_timeout(tiny, tmp_path):
     server = TritonServer(tiny.repository, log_file=tmp_path / "triton.log").start()
     try:
-        os.kill(_stub_pid(server.process.pid, contract.ENCODER_MODEL), signal.SIGKILL)
+        os.kill(stub_pid(server.process.pid, contract.ENCODER_MODEL), signal.SIGKILL)
         with pytest.raises(InferenceServerException, match="not healthy"):
             _score(server.grpc_url)  # touching the dead model makes Triton's own shutdown wait its exit timeout
         assert server.dead_stubs() == [f"{contract.ENCODER_MODEL}_0_0"]
@@ -154,7 +149,7 @@ def test_a_dead_stub_is_noticed_readiness_drops_and_the_server_comes_back(serve)
     try:
         time.sleep(0.3)
         killed_at = time.monotonic()
-        os.kill(_stub_pid(_tritonserver_pid(serve.process.pid), contract.ENCODER_MODEL), signal.SIGKILL)
+        os.kill(stub_pid(_tritonserver_pid(serve.process.pid), contract.ENCODER_MODEL), signal.SIGKILL)
         deadline = time.monotonic() + 120
         while "READY again" not in serve.log.read_text() and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -184,7 +179,7 @@ def test_a_batch_survives_a_stub_killed_mid_batch_with_nothing_lost(serve, tmp_p
     while len(list(out.glob("outputs_*"))) < 8 and time.monotonic() < deadline:
         time.sleep(0.01)
     # the encoder this batch runs on: e2v-client's batches are bulk, scored in the bulk lane
-    os.kill(_stub_pid(_tritonserver_pid(serve.process.pid), contract.BULK_ENCODER_MODEL), signal.SIGKILL)
+    os.kill(stub_pid(_tritonserver_pid(serve.process.pid), contract.BULK_ENCODER_MODEL), signal.SIGKILL)
     _, stderr = client.communicate(timeout=300)
     assert client.returncode == 0, stderr
     assert "READY again" in serve.log.read_text()

@@ -108,6 +108,12 @@ def _stub_children(server_pid: int) -> dict[int, tuple[str, str]]:
     return stubs
 
 
+def stub_pid(server_pid: int, model: str) -> int:
+    """The process of `model`'s Python-backend stub under tritonserver `server_pid` (its first instance)."""
+    stubs = _stub_children(server_pid)
+    return min(pid for pid, (_, instance) in stubs.items() if re.fullmatch(rf"{model}(_\d+)+", instance))
+
+
 def _shm_regions(pid: int) -> set[Path]:
     """The Python backend's shared-memory regions (one file in /dev/shm per stub) that a process maps."""
     try:
@@ -305,8 +311,7 @@ class TritonServer:
 
     def stub_pid(self, model: str) -> int:
         """The process of `model`'s Python-backend stub (its first instance)."""
-        stubs = _stub_children(self.process.pid)
-        return min(pid for pid, (_, instance) in stubs.items() if re.fullmatch(rf"{model}(_\d+)+", instance))
+        return stub_pid(self.process.pid, model)
 
     def restart(self) -> None:
         """Kill the server (a dead stub would hold a graceful exit until the exit timeout) and start it again on
