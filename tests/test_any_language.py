@@ -200,6 +200,14 @@ def test_node_client_gives_the_clients_segments(public_server, recording):
 
 
 @needs_node
+def test_node_client_streams_the_clients_segments(public_server, recording):
+    clip, prediction = recording
+    done = run_node(public_server, clip, public_server.token_file, "--stream")
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert_timeline(done.stdout, prediction)
+
+
+@needs_node
 def test_node_client_scores_like_triton(public_server, clip, expected):
     done = run_node(public_server, clip, public_server.token_file)
     assert done.returncode == 0, done.stderr

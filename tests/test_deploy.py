@@ -313,12 +313,13 @@ def compose_unescape(text: str) -> str:
 
 
 def default_limits() -> dict[str, str]:
-    """E2V_GRPC_MAX_BODY and E2V_HTTP_MAX_BODY for e2v-export's default max_seconds (what --print-gateway-env
-    prints for a default export)."""
+    """E2V_GRPC_MAX_BODY, E2V_HTTP_MAX_BODY and E2V_GRPC_STREAM_MAX_BODY for e2v-export's default max_seconds
+    and max_stream_seconds (what --print-gateway-env prints for a default export)."""
     from e2v_export.repository import RepositoryOptions
 
-    assert RepositoryOptions().max_seconds == 30
-    return gateway.RequestLimits.for_max_seconds(RepositoryOptions().max_seconds).env()
+    defaults = RepositoryOptions()
+    assert (defaults.max_seconds, defaults.max_stream_seconds) == (30, 300)
+    return gateway.RequestLimits.for_seconds(defaults.max_seconds, defaults.max_stream_seconds).env()
 
 
 def image_cmd(dockerfile: Path) -> list[str]:

@@ -64,7 +64,7 @@ def test_a_good_request_scores_over_tls_as_triton_scores_it(public_server, tiny)
 
 
 def test_the_longest_legal_request_passes_the_size_limit(public_server):
-    max_seconds = gateway.repository_max_seconds(public_server.repository)
+    max_seconds = float(gateway.model_parameters(public_server.repository, contract.ENSEMBLE_MODEL)["max_seconds"])
     samples = speech_like(max_seconds, seed=4)
     with _client(public_server) as client:
         scores = _infer(client, samples, _bearer(public_server.token)).as_numpy(contract.SCORES)
@@ -151,7 +151,7 @@ def test_an_oversize_request_is_refused_before_triton_buffers_it(public_server):
 
     # HTTP: refused from its Content-Length, before any of the body is read
     big = public_server.token_file.parent / "big.json"
-    big.write_bytes(b" " * (gateway.RequestLimits.for_max_seconds(30).http_bytes + 1))
+    big.write_bytes(b" " * (gateway.RequestLimits.for_seconds(30, 300).http_bytes + 1))
     status, body = _curl(
         public_server,
         f"/v2/models/{contract.ENSEMBLE_MODEL}/infer",
@@ -232,10 +232,13 @@ def test_print_gateway_env_gives_the_limits_of_the_repository(tiny):
     result = _serve(f"--model-repository={tiny.repository}", "--print-gateway-env")
     assert result.returncode == 0
     values = dict(line.split("=", 1) for line in result.stdout.split())
-    max_seconds = gateway.repository_max_seconds(tiny.repository)
+    max_seconds = float(gateway.model_parameters(tiny.repository, contract.ENSEMBLE_MODEL)["max_seconds"])
+    stream_seconds = float(gateway.model_parameters(tiny.repository, contract.STREAM_MODEL)["max_stream_seconds"])
     samples = int(max_seconds * contract.SAMPLE_RATE)
     assert int(values["E2V_GRPC_MAX_BODY"]) == samples * 4 + gateway.HEADROOM_BYTES
     assert int(values["E2V_HTTP_MAX_BODY"]) == samples * gateway.HTTP_BYTES_PER_SAMPLE + gateway.HEADROOM_BYTES
+    # one live stream: its seconds of audio in 20 ms chunks of 1,280 bytes of samples and 512 around them
+    assert int(values["E2V_GRPC_STREAM_MAX_BODY"]) == stream_seconds * 50 * (1280 + 512) + gateway.HEADROOM_BYTES
 
 
 def test_render_fills_every_placeholder_and_refuses_a_missing_one():

@@ -4,14 +4,17 @@ segments as the offline timeline; a restart, the stream limit, an idle stream, a
 
 import asyncio
 import json
+import secrets
 import subprocess
 import sys
 import threading
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+from scipy.io import wavfile
 from tritonclient.grpc import InferInput
 
 from e2v_bench.workload import call_recording
@@ -20,7 +23,9 @@ from e2v_client.client import Emotion2vecClient, RetryPolicy
 from e2v_client.live import LiveStream
 from e2v_client.outputs import FOLDER_PREFIX, RESULT_FILE
 from e2v_common import contract
-from e2v_server.serve import TritonServer
+from e2v_server import gateway
+from e2v_server.serve import TritonServer, free_port
+from test_any_language import Clip, assert_timeline, needs_node, run_node
 
 RATE = contract.SAMPLE_RATE
 
@@ -34,15 +39,38 @@ def call(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def limited_server(tiny, tmp_path_factory):
-    """The tiny model with small stream limits: 2 streams, dropped after 1 s idle, 2 s of audio waiting."""
+    """The tiny model with small stream limits: 2 streams, dropped after 1 s idle, 2 s of audio waiting, 20 s of
+    audio a stream (and segments of at most 10 s)."""
     from e2v_export.checkpoint import load_checkpoint
     from e2v_export.repository import RepositoryOptions, write_repository
 
     folder = tmp_path_factory.mktemp("limited")
-    options = RepositoryOptions(max_streams=2, stream_idle_seconds=1.0, max_backlog_seconds=2.0)
+    options = RepositoryOptions(
+        max_streams=2, stream_idle_seconds=1.0, max_backlog_seconds=2.0, max_seconds=10.0, max_stream_seconds=20.0
+    )
     repository = write_repository(load_checkpoint(tiny.model_dir), folder / "repo", options)
     with TritonServer(repository, log_file=folder / "triton.log") as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def limited_gateway(limited_server, tmp_path_factory):
+    """The shipped gateway (nginx, TLS, a token, the repository's limits) in front of limited_server."""
+    folder = tmp_path_factory.mktemp("limited_gateway")
+    token = secrets.token_urlsafe(32)
+    cert, key = gateway.self_signed_certificate("127.0.0.1", folder / "tls")
+    front = gateway.Gateway(
+        f"127.0.0.1:{free_port()}",
+        token,
+        cert,
+        key,
+        triton_grpc=limited_server.grpc_url,
+        triton_http=f"{limited_server.host}:{limited_server.http_port}",
+        limits=gateway.RequestLimits.of_repository(limited_server.model_repository),
+        run_dir=folder / "nginx",
+    )
+    with front:
+        yield front, token, cert
 
 
 async def offline_segments(url: str, samples: np.ndarray):
@@ -52,10 +80,12 @@ async def offline_segments(url: str, samples: np.ndarray):
         return timeline.segments
 
 
-async def live_segments(url: str, samples: np.ndarray, chunk_s: float, pause_s: float = 0.0, on_fed=None):
+async def live_segments(
+    url: str, samples: np.ndarray, chunk_s: float, pause_s: float = 0.0, on_fed=None, **client_options
+):
     """The stream model's segments of `samples` sent in chunks of chunk_s (pause_s apart); (segments, the
     samples fed when each arrived, the stream)."""
-    async with Emotion2vecClient(url, retry=RetryPolicy(retry_for=120)) as client:
+    async with Emotion2vecClient(url, retry=RetryPolicy(retry_for=120), **client_options) as client:
         fed_at_arrival = []
         stream = LiveStream(client, on_segment=lambda _: fed_at_arrival.append(stream.received))
         step = max(1, round(chunk_s * RATE))
@@ -121,11 +151,12 @@ def _chunk_request(stream_id: int, seconds: float, start: bool, end: bool = Fals
     return {"inputs": [audio_input], "sequence_id": stream_id, "sequence_start": start, "sequence_end": end}
 
 
-def _raw_stream(url: str):
+def _raw_stream(url: str, root_cert=None, headers=None):
     """A plain tritonclient stream: (client, the (result, error) pairs that come back)."""
     answers = []
-    client = grpcclient.InferenceServerClient(url)
-    client.start_stream(callback=lambda result, error: answers.append((result, error)))
+    tls = {"ssl": True, "root_certificates": str(root_cert)} if root_cert else {}
+    client = grpcclient.InferenceServerClient(url, **tls)
+    client.start_stream(callback=lambda result, error: answers.append((result, error)), headers=headers)
     return client, answers
 
 
@@ -211,3 +242,65 @@ def test_the_stream_command_prints_each_segment_and_writes_the_segment_outputs(t
             assert abs(got["start"] - want["start"]) <= 0.1 and abs(got["end"] - want["end"]) <= 0.1
             assert max(abs(got["scores"][k] - want["scores"][k]) for k in want["scores"]) <= 1e-5
     assert results["piped"]["source_file"] == "stdin"
+
+
+def test_through_the_gateway_a_stream_longer_than_its_limit_goes_on_in_new_streams_and_loses_nothing(
+    limited_server, limited_gateway, call
+):
+    """The 40 s call through nginx (TLS, token) to a server that takes 20 s of audio a stream: the stream model
+    refuses each stream at its limit, the client goes on in a new one from its STATE, and the segments are
+    those of the offline timeline. nginx's own per-stream size limit is never met by such a client."""
+    front, token, cert = limited_gateway
+    _, samples = call
+    offline = asyncio.run(offline_segments(limited_server.grpc_url, samples))
+    streamed, _, stream = asyncio.run(live_segments(front.url, samples, 0.25, root_cert=str(cert), token=token))
+    print(f"40 s through the gateway, 20 s a stream: {stream.restarts} new streams")
+    assert stream.restarts >= 2
+    assert_same_segments(streamed, offline)
+    assert "too large body" not in (front.run_dir / "error.log").read_text()
+
+
+def test_the_gateway_refuses_a_stream_without_the_token_a_chunk_too_long_and_a_body_over_its_limit(
+    limited_server, limited_gateway
+):
+    front, token, cert = limited_gateway
+    bearer = {contract.TOKEN_HEADER: f"Bearer {token}"}
+    limits = gateway.RequestLimits.of_repository(limited_server.model_repository)
+    cases = [
+        ({}, 0.5, "UNAUTHENTICATED", "bearer token"),  # refused by nginx before Triton sees it
+        (bearer, 2.0, "", "a chunk holds at most 1 s"),  # the stream model's limit, as an answer in the stream
+        # one message bigger than a whole stream may send: nginx cuts it before Triton has read it all
+        (bearer, limits.stream_bytes / 4 / RATE + 1, "RESOURCE_EXHAUSTED", "live stream too large"),
+    ]
+    for headers, seconds, status, message in cases:
+        client, answers = _raw_stream(front.url, cert, headers)
+        try:
+            client.async_stream_infer(contract.STREAM_MODEL, **_chunk_request(11, seconds, start=True))
+            _wait_for(answers, 1)
+        finally:
+            client.stop_stream(cancel_requests=True)
+            client.close()
+        error = answers[0][1]
+        assert error is not None and message in error.message(), (seconds, error)
+        assert status in str(error.status()), (seconds, error.status())
+    with grpcclient.InferenceServerClient(limited_server.grpc_url) as check:
+        assert check.is_server_live() and check.is_model_ready(contract.STREAM_MODEL)
+
+
+@needs_node
+def test_the_node_example_streams_through_the_gateway_and_goes_on_in_new_streams(
+    limited_server, limited_gateway, call, tmp_path
+):
+    front, token, cert = limited_gateway
+    pcm = np.round(call[1] * 32768).clip(-32768, 32767).astype(np.int16)
+    clip = Clip(tmp_path / "call.wav", tmp_path / "unused.f32", pcm.astype(np.float32) / 32768)
+    wavfile.write(clip.wav, RATE, pcm)
+    (tmp_path / "token").write_text(token + "\n")
+
+    async def offline():
+        async with Emotion2vecClient(limited_server.grpc_url) as client:
+            return await client.score(clip.samples, "segment")
+
+    done = run_node(SimpleNamespace(url=front.url, root_cert=cert), clip, tmp_path / "token", "--stream")
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert_timeline(done.stdout, asyncio.run(offline()))  # 40 s in streams of at most 20 s

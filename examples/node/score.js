@@ -5,6 +5,7 @@
 // clip.wav: 16 kHz mono 16-bit PCM, one utterance (30 s at most by default), e.g. from
 //   ffmpeg -i clip.m4a -ac 1 -ar 16000 -c:a pcm_s16le clip.wav
 // --segments: the timeline of a recording of any length, "START-END EMOTION CONFIDENCE" per speech segment.
+// --stream: the same lines from a live stream, each as its segment closes (the file sent as a microphone would).
 "use strict";
 const fs = require("node:fs");
 const path = require("node:path");
@@ -14,7 +15,9 @@ const protoLoader = require("@grpc/proto-loader");
 
 const MODEL = "emotion2vec";
 const SEGMENTS_MODEL = "emotion2vec_segments";
-const USAGE = "usage: node score.js --url HOST:PORT --root-cert FILE --token-file FILE [--segments] clip.wav";
+const STREAM_MODEL = "emotion2vec_stream";
+const STREAM_LIMIT = "its limit of"; // the stream model's answer when a stream has sent the most one may take
+const USAGE = "usage: node score.js --url HOST:PORT --root-cert FILE --token-file FILE [--segments | --stream] clip.wav";
 
 class UserError extends Error {}
 
@@ -82,12 +85,25 @@ function top(labels, score) {
   return [labels[best], score(best)];
 }
 
+// Print the segments of one answer of the segments or stream model, "START-END EMOTION CONFIDENCE" each, and
+// return its STATE (raw BYTES: a 4-byte length, then the bytes; length 0 when there is none) and RESUME_AT.
+function printSegments(labels, response) {
+  const output = (name) => response.raw_output_contents[response.outputs.findIndex((o) => o.name === name)];
+  const times = output("SEGMENT_TIMES"); // [S, 2] float64 seconds
+  const scores = output("SEGMENT_SCORES"); // [S, labels] float32
+  for (let i = 0; i < times.length / 16; i++) {
+    const [label, score] = top(labels, (k) => scores.readFloatLE(4 * (i * labels.length + k)));
+    console.log(`${times.readDoubleLE(16 * i)}-${times.readDoubleLE(16 * i + 8)} ${label} ${score}`);
+  }
+  return { state: output("STATE"), resumeAt: Number(output("RESUME_AT").readBigInt64LE(0)) };
+}
+
 // The recording's speech segments: it goes in pieces of at most max_seconds; each answer gives the segments
 // closed so far, the STATE to send back with the next piece and RESUME_AT, the sample that piece starts at.
 async function printTimeline(client, labels, maxSeconds, audio) {
   const pieceBytes = 4 * Math.floor(maxSeconds * 16000);
   let start = 0; // in samples
-  let state = null; // the previous answer's STATE, as raw BYTES (4-byte length, then the bytes)
+  let state = null; // the previous answer's STATE
   for (;;) {
     const piece = audio.subarray(4 * start, 4 * start + pieceBytes);
     const last = 4 * start + pieceBytes >= audio.length;
@@ -100,17 +116,72 @@ async function printTimeline(client, labels, maxSeconds, audio) {
     const response = await call(client, "ModelInfer", {
       model_name: SEGMENTS_MODEL, inputs, raw_input_contents: raw, parameters: { last_piece: { bool_param: last } },
     });
-    const output = (name) => response.raw_output_contents[response.outputs.findIndex((o) => o.name === name)];
-    const times = output("SEGMENT_TIMES"); // [S, 2] float64 seconds
-    const scores = output("SEGMENT_SCORES"); // [S, labels] float32
-    for (let i = 0; i < times.length / 16; i++) {
-      const [label, score] = top(labels, (k) => scores.readFloatLE(4 * (i * labels.length + k)));
-      console.log(`${times.readDoubleLE(16 * i)}-${times.readDoubleLE(16 * i + 8)} ${label} ${score}`);
-    }
+    const next = printSegments(labels, response);
     if (last) return;
-    start = Number(output("RESUME_AT").readBigInt64LE(0));
-    state = output("STATE");
+    start = next.resumeAt;
+    state = next.state;
   }
+}
+
+// A live stream: the recording sent in chunks of the stream model's max_chunk_seconds on one bidirectional
+// ModelStreamInfer call, as a microphone would send them, each segment printed as it closes. A stream that has
+// sent the most audio one stream may take is refused; the next goes on from the last STATE, sending the audio
+// again from RESUME_AT. (A live source would also reopen after a lost connection; see docs/api.md.)
+// Flow control: each chunk gets one answer, and at most half the model's max_backlog_seconds of audio waits for
+// its answer (the model refuses a stream that sends faster than it is scored).
+async function printStream(client, labels, parameters, audio) {
+  const chunkSeconds = Number(parameters.max_chunk_seconds.string_value);
+  const window = Math.max(1, Math.floor(Number(parameters.max_backlog_seconds.string_value) / 2 / chunkSeconds));
+  const chunkBytes = 4 * Math.floor(chunkSeconds * 16000);
+  let resume = { from: 0, state: null }; // the sample the next stream starts at, and its STATE
+  while (resume) resume = await oneStream(client, labels, chunkBytes, window, audio, resume);
+}
+
+// One stream from resume.from on: resolves null at the end, or where the next stream goes on from.
+function oneStream(client, labels, chunkBytes, window, audio, { from, state }) {
+  return new Promise((resolve, reject) => {
+    const starts = []; // the byte each chunk starts at (one chunk, maybe empty, at least)
+    for (let at = 4 * from; at < audio.length || starts.length === 0; at += chunkBytes) starts.push(at);
+    const sequenceId = 1 + Math.floor(Math.random() * 2 ** 48); // the stream's correlation ID
+    const stream = client.ModelStreamInfer();
+    let sent = 0;
+    let answered = 0;
+    let resume = { from, state };
+    const send = () => {
+      const piece = audio.subarray(starts[sent], starts[sent] + chunkBytes);
+      const inputs = [{ name: "AUDIO", datatype: "FP32", shape: [1, piece.length / 4] }];
+      const raw = [piece];
+      if (sent === 0 && state) {
+        inputs.push({ name: "STATE", datatype: "BYTES", shape: [1] });
+        raw.push(state);
+      }
+      const parameters = {
+        sequence_id: { int64_param: sequenceId },
+        sequence_start: { bool_param: sent === 0 },
+        sequence_end: { bool_param: sent === starts.length - 1 },
+      };
+      stream.write({ model_name: STREAM_MODEL, inputs, raw_input_contents: raw, parameters });
+      sent += 1;
+    };
+    stream.on("data", ({ error_message: error, infer_response: response }) => {
+      if (error) {
+        stream.cancel();
+        error.includes(STREAM_LIMIT) ? resolve(resume) : reject(new UserError(`the stream model: ${error}`));
+        return;
+      }
+      const next = printSegments(labels, response);
+      if (next.resumeAt >= 0) resume = { from: next.resumeAt, state: next.state };
+      answered += 1;
+      if (answered === starts.length) {
+        stream.end();
+        resolve(null);
+      } else if (sent < starts.length) {
+        send(); // one answered, one more goes
+      }
+    });
+    stream.on("error", (error) => error.code !== grpc.status.CANCELLED && reject(error));
+    while (sent < Math.min(window, starts.length)) send();
+  });
 }
 
 async function main() {
@@ -119,7 +190,7 @@ async function main() {
     options = parseArgs({
       options: {
         url: { type: "string" }, "root-cert": { type: "string" }, "token-file": { type: "string" },
-        segments: { type: "boolean" },
+        segments: { type: "boolean" }, stream: { type: "boolean" },
       },
       allowPositionals: true,
     });
@@ -127,7 +198,8 @@ async function main() {
     throw new UserError(`${error.message}\n${USAGE}`);
   }
   const { values, positionals } = options;
-  if (!values.url || !values["root-cert"] || !values["token-file"] || positionals.length !== 1) {
+  if (!values.url || !values["root-cert"] || !values["token-file"] || positionals.length !== 1 ||
+      (values.segments && values.stream)) {
     throw new UserError(USAGE);
   }
   const audio = readWav(positionals[0]);
@@ -138,6 +210,11 @@ async function main() {
     const labels = config.parameters.labels.string_value.split(",");
     if (values.segments) {
       await printTimeline(client, labels, Number(config.parameters.max_seconds.string_value), audio);
+      return;
+    }
+    if (values.stream) {
+      const stream = (await call(client, "ModelConfig", { name: STREAM_MODEL })).config;
+      await printStream(client, labels, stream.parameters, audio);
       return;
     }
     const response = await call(client, "ModelInfer", {

@@ -43,8 +43,9 @@ from e2v_common import contract
 RETRYABLE = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED", "UNKNOWN")
 # INTERNAL errors that a retry fixes: a model's Python-backend stub died (e2v-serve restarts the server); gRPC's
 # own "Internal error from Core", which a client reads instead of the status when the connection drops while it
-# is still writing (a stream to a server that was killed)
-RETRYABLE_INTERNAL = ("is not healthy", "internal error from core")
+# is still writing (a stream to a server that was killed); a stream reset by a proxy (RST_STREAM), which is how
+# nginx ends a stream it has begun to answer when the stream passes its size limit or the upstream goes away
+RETRYABLE_INTERNAL = ("is not healthy", "internal error from core", "rst_stream")
 GRANULARITIES = ("utterance", "frame", "segment")
 # tritonclient's channel defaults, plus a short reconnect back-off: gRPC's own grows to minutes, so a
 # channel would keep failing long after a restarted server is back, outlasting our retries.

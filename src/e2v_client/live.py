@@ -14,7 +14,8 @@ Faults: every answer with a segment, and one every ack_seconds of audio, carries
 sample to resume from. The stream keeps the audio from there on. When the connection drops, the server
 restarts or refuses the stream (its stream limit, an idle timeout), it opens a new stream whose first chunk
 carries that STATE and sends the kept audio again (with back-off, within the client's retry budget in
-time): the segments already delivered are not given again, and none is counted twice.
+time): the segments already delivered are not given again, and none is counted twice. A stream that has sent
+the most audio one stream may take (the server's max_stream_seconds) goes on in a new one the same way, at once.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ from tritonclient.grpc import InferInput, InferRequestedOutput
 from e2v_client.client import AccessError, Emotion2vecClient, RequestError, Segment, ServerError, is_transient
 from e2v_common import contract
 
+# What the stream model answers when a stream has sent the most audio one stream may take: the next one opens
+# at once, without the back-off of a fault
+STREAM_LIMIT_MESSAGE = "its limit of"
 # What the stream model or Triton answers when a stream must start again from its last STATE: a refusal
 # (the stream limit, a stream sending too fast, the encoder's full queue), a stream the server no longer
 # knows (idle too long, a restart) or a model still loading after a restart.
@@ -41,11 +45,16 @@ STREAM_RETRY_MESSAGES = (
     "no live stream",
     "START",
     "no available versions",
+    STREAM_LIMIT_MESSAGE,
 )
 
 
 class StreamLost(Exception):
     """The stream must start again from its last STATE."""
+
+    def __init__(self, message: str, at_once: bool = False):
+        super().__init__(message)
+        self.at_once = at_once  # the stream reached its length limit: no fault, no back-off
 
 
 class LiveStream:
@@ -90,6 +99,12 @@ class LiveStream:
         if self._task.done() or last:
             await self._task  # its error, or the end of the stream
 
+    def close(self) -> None:
+        """Give the stream up where it is (its recording failed part-way, or was abandoned): nothing more is sent
+        or awaited. Nothing happens to a stream that has ended."""
+        if self._task is not None:
+            self._task.cancel()
+
     async def _limits(self) -> tuple[int, int]:
         if self.client.info is None:
             await self.client.connect()
@@ -114,12 +129,15 @@ class LiveStream:
                     await self._one_stream()
                     return
                 except StreamLost as exc:
-                    if (self.kept_from, len(self.segments)) != answered_before:
+                    progressed = (self.kept_from, len(self.segments)) != answered_before
+                    if progressed:
                         delays = self.client.retry.delays()  # the budget is for one outage, not the whole stream
+                    self.restarts += 1
+                    if exc.at_once and progressed:
+                        continue
                     delay = next(delays, None)
                     if delay is None:
                         raise ServerError(f"the live stream failed at {self.client.url}: {exc}") from None
-                    self.restarts += 1
                     await asyncio.sleep(delay)
         finally:
             async with self._changed:
@@ -211,5 +229,5 @@ class LiveStream:
 
     def _failure(self, message: str) -> Exception:
         if any(text in message for text in STREAM_RETRY_MESSAGES):
-            return StreamLost(message)
+            return StreamLost(message, at_once=STREAM_LIMIT_MESSAGE in message)
         return RequestError(f"the stream model refused a chunk: {message}")

@@ -107,6 +107,9 @@ PARAM_MAX_CHUNK_SECONDS = "max_chunk_seconds"  # the longest chunk a request may
 PARAM_MAX_STREAMS = "max_streams"  # live streams per instance; more are refused (UNAVAILABLE)
 PARAM_MAX_BACKLOG_SECONDS = "max_backlog_seconds"  # a stream with more audio waiting is refused and dropped
 PARAM_ACK_SECONDS = "ack_seconds"  # a STATE at least this often, in audio
+# the most audio one stream takes; then it is refused (UNAVAILABLE) and the client goes on in a new stream from
+# its last STATE, as after a restart. The gateway's per-stream size limit is sized from it.
+PARAM_MAX_STREAM_SECONDS = "max_stream_seconds"
 
 # Model identity, carried as string parameters of the ensemble's config.pbtxt
 # so that a client can read it with get_model_config().

@@ -51,6 +51,11 @@ NUMERIC_SERVING_OPTIONS = [
         "with UNAVAILABLE and goes on from its last state",
     ),
     ("--ack-seconds", "a live stream gets a state to go on from (after a restart) at least this often, in audio"),
+    (
+        "--max-stream-seconds",
+        "the most audio one live stream takes; then it is refused with UNAVAILABLE and the client goes on in a "
+        "new stream from its last state (the gateway's per-stream size limit follows)",
+    ),
 ]
 
 

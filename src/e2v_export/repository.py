@@ -108,12 +108,15 @@ class RepositoryOptions:
     max_run_seconds: float = 30.0
     # live streams (the stream model): per server, at most max_streams at once; a stream idle this long is
     # dropped; a chunk holds at most max_chunk_seconds; a stream with more than max_backlog_seconds of audio
-    # waiting to be scored is refused; a STATE to go on from goes out at least every ack_seconds of audio
+    # waiting to be scored is refused; a STATE to go on from goes out at least every ack_seconds of audio; a
+    # stream takes at most max_stream_seconds of audio, then goes on in a new one (as Google's speech API does
+    # at about 5 minutes): what one gRPC stream may send is bounded, and so what the gateway lets through
     max_streams: int = 64
     stream_idle_seconds: float = 10.0
     max_chunk_seconds: float = 1.0
     max_backlog_seconds: float = 10.0
     ack_seconds: float = 1.0
+    max_stream_seconds: float = 300.0
     model_name: str = ""  # reported to clients; default: the checkpoint folder's name
     tensorrt: bool = False  # native: build TensorRT engines (model.plan) here and serve them as tensorrt_plan
     # The encoder's runtime and precision (portable flavour); the small classifier stays fp32 in ONNX Runtime.
@@ -154,6 +157,9 @@ class RepositoryOptions:
             raise ValueError("max streams must be at least 1; stream idle, chunk and ack seconds more than 0")
         if self.max_backlog_seconds < 2 * self.max_chunk_seconds:
             raise ValueError("max backlog seconds must be at least two chunks")
+        # a new stream resends the audio of the segment still open (up to max_seconds): each must get further
+        if self.max_stream_seconds < 2 * self.max_seconds:
+            raise ValueError("max stream seconds must be at least twice max_seconds (the longest segment)")
 
     def check_runtime(self) -> None:
         if self.runtime not in runtimes.RUNTIMES or self.precision not in runtimes.PRECISIONS:
@@ -211,6 +217,7 @@ def template_values(
         "PARAM_MAX_STREAMS": contract.PARAM_MAX_STREAMS,
         "PARAM_MAX_BACKLOG_SECONDS": contract.PARAM_MAX_BACKLOG_SECONDS,
         "PARAM_ACK_SECONDS": contract.PARAM_ACK_SECONDS,
+        "PARAM_MAX_STREAM_SECONDS": contract.PARAM_MAX_STREAM_SECONDS,
         "SEGMENTS_STATE": contract.SEGMENTS_STATE,
         "SEGMENT_TIMES": contract.SEGMENT_TIMES,
         "SEGMENT_SCORES": contract.SEGMENT_SCORES,
@@ -276,6 +283,7 @@ def template_values(
         "max_chunk_seconds": f"{options.max_chunk_seconds:g}",
         "max_backlog_seconds": f"{options.max_backlog_seconds:g}",
         "ack_seconds": f"{options.ack_seconds:g}",
+        "max_stream_seconds": f"{options.max_stream_seconds:g}",
         "max_padding_ratio": f"{options.max_padding_ratio:g}",
         # portable: rows are cut to a multiple of length_bucket samples (its frames after the encoder)
         "length_bucket_samples": options.length_bucket,

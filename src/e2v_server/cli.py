@@ -77,7 +77,7 @@ def _gateway_settings(args) -> dict:
         raise gateway.GatewayError("--tls-cert and --tls-key go together")
     host, _ = gateway.split_address(args.public)
     token = gateway.read_token(args.token_file)
-    max_seconds = gateway.repository_max_seconds(Path(args.model_repository))
+    limits = gateway.RequestLimits.of_repository(Path(args.model_repository))
     if args.tls_cert:
         tls = (Path(args.tls_cert), Path(args.tls_key))
     else:
@@ -89,7 +89,7 @@ def _gateway_settings(args) -> dict:
         "tls": tls,
         "admin_key": gateway.read_or_make_admin_key(admin_key_file),
         "admin_key_file": admin_key_file,
-        "limits": gateway.RequestLimits.for_max_seconds(max_seconds),
+        "limits": limits,
     }
 
 
@@ -120,11 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.print_gateway_env:
         try:
-            max_seconds = gateway.repository_max_seconds(Path(args.model_repository))
+            limits = gateway.RequestLimits.of_repository(Path(args.model_repository))
         except gateway.GatewayError as exc:
             print(f"e2v-serve: error: {exc}", file=sys.stderr)
             return 1
-        limits = gateway.RequestLimits.for_max_seconds(max_seconds)
         print("\n".join(f"{name}={value}" for name, value in limits.env().items()))
         return 0
 

@@ -33,7 +33,15 @@ ADMIN_PROTOCOLS = "shared-memory,model-repository,statistics,trace,logging"
 
 GRPC_BYTES_PER_SAMPLE = 4  # float32 in the protobuf
 HTTP_BYTES_PER_SAMPLE = 24  # a float as JSON text with its separator (binary tensors need 4)
-HEADROOM_BYTES = 64 * 1024  # request framing, names, parameters
+HEADROOM_BYTES = 64 * 1024  # request framing, names, parameters (a live stream's first chunk: its STATE)
+# A live stream is one gRPC call whose body is all its chunks: each chunk's request around its samples is about
+# 200 bytes from tritonclient (measured), plus gRPC's framing; 512 leaves room for other clients. Sized for the
+# smallest chunks a stream may send, 20 ms (50 a second).
+STREAM_CHUNK_OVERHEAD_BYTES = 512
+STREAM_CHUNKS_PER_SECOND = 50
+STREAM_BYTES_PER_SECOND = (
+    contract.SAMPLE_RATE * GRPC_BYTES_PER_SAMPLE + STREAM_CHUNKS_PER_SECOND * STREAM_CHUNK_OVERHEAD_BYTES
+)
 
 
 class GatewayError(RuntimeError):
@@ -42,31 +50,56 @@ class GatewayError(RuntimeError):
 
 @dataclass(frozen=True)
 class RequestLimits:
-    """The largest request the gateway passes on, in bytes, by protocol."""
+    """The most the gateway passes on, in bytes: one request, by protocol, and one live stream (gRPC
+    ModelStreamInfer, all its chunks)."""
 
     grpc_bytes: int
     http_bytes: int
+    stream_bytes: int
 
     @classmethod
-    def for_max_seconds(cls, max_seconds: float) -> RequestLimits:
+    def for_seconds(cls, max_seconds: float, max_stream_seconds: float) -> RequestLimits:
+        """For the longest request (max_seconds of audio) and the most audio one stream takes; the stream
+        model refuses a stream at max_stream_seconds first, so a client that follows the API never meets
+        the gateway's limit, and one that does not is cut there."""
         samples = int(max_seconds * contract.SAMPLE_RATE)
-        return cls(samples * GRPC_BYTES_PER_SAMPLE + HEADROOM_BYTES, samples * HTTP_BYTES_PER_SAMPLE + HEADROOM_BYTES)
+        return cls(
+            samples * GRPC_BYTES_PER_SAMPLE + HEADROOM_BYTES,
+            samples * HTTP_BYTES_PER_SAMPLE + HEADROOM_BYTES,
+            round(max_stream_seconds * STREAM_BYTES_PER_SECOND) + HEADROOM_BYTES,
+        )
+
+    @classmethod
+    def of_repository(cls, repository: Path) -> RequestLimits:
+        """The limits of an exported repository: its ensemble's max_seconds, its stream model's
+        max_stream_seconds."""
+        ensemble = model_parameters(repository, contract.ENSEMBLE_MODEL)
+        stream = model_parameters(repository, contract.STREAM_MODEL)
+        return cls.for_seconds(
+            float(ensemble[contract.PARAM_MAX_SECONDS]), float(stream[contract.PARAM_MAX_STREAM_SECONDS])
+        )
 
     def env(self) -> dict[str, str]:
-        return {"E2V_GRPC_MAX_BODY": str(self.grpc_bytes), "E2V_HTTP_MAX_BODY": str(self.http_bytes)}
+        return {
+            "E2V_GRPC_MAX_BODY": str(self.grpc_bytes),
+            "E2V_HTTP_MAX_BODY": str(self.http_bytes),
+            "E2V_GRPC_STREAM_MAX_BODY": str(self.stream_bytes),
+        }
 
 
-def repository_max_seconds(repository: Path) -> float:
-    """The longest audio the repository's ensemble accepts (its max_seconds parameter)."""
+def model_parameters(repository: Path, model: str) -> dict[str, str]:
+    """The string parameters of one model's config in an exported repository."""
     from google.protobuf import json_format, text_format
     from tritonclient.grpc import model_config_pb2
 
-    path = Path(repository) / contract.ENSEMBLE_MODEL / "config.pbtxt"
+    path = Path(repository) / model / "config.pbtxt"
     if not path.exists():
         raise GatewayError(f"{repository} is not an exported model repository (no {path.relative_to(repository)})")
     config = text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
     parameters = contract.string_parameters(json_format.MessageToDict(config, preserving_proto_field_name=True))
-    return float(parameters[contract.PARAM_MAX_SECONDS])
+    if model == contract.STREAM_MODEL and contract.PARAM_MAX_STREAM_SECONDS not in parameters:
+        raise GatewayError(f"{repository} was exported before live streams had a length limit: export it again")
+    return parameters
 
 
 def read_token(path: str | Path) -> str:

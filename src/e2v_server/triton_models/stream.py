@@ -14,7 +14,9 @@ instance that the sequence batcher gives the stream to, keyed by its correlation
 stream has been idle for idle_seconds (the sequence batcher's own idle timeout). At most max_streams live per
 instance (more are refused with UNAVAILABLE, retryable); a stream whose chunks wait for more than
 max_backlog_seconds of audio (a client sending faster than the audio is scored) is refused and dropped
-(UNAVAILABLE): it goes on from its last STATE, no faster. So no stream is buffered without bound.
+(UNAVAILABLE): it goes on from its last STATE, no faster. So no stream is buffered without bound. A stream
+that has sent max_stream_seconds of audio is refused the same way and goes on in a new stream: what one gRPC
+stream carries is bounded, and the gateway's per-stream size limit with it.
 
 Stands alone in any Triton: numpy, onnxruntime, the backend utilities, and the files e2v-export copies
 beside it (emotion2vec_contract.py, emotion2vec_runtimes.py, emotion2vec_segmenter.py,
@@ -48,6 +50,7 @@ class Stream:
         self.lock = asyncio.Lock()  # chunks are taken in the order they came
         self.last_seen = time.monotonic()
         self.waiting = 0  # samples of chunks received and not answered yet
+        self.received = 0  # samples this stream has sent (a resumed one's resent audio included)
         self.acked = cutter.fed  # the samples fed when a STATE last went out
 
     def take(self, chunk: np.ndarray, last: bool) -> list[segmenter.Segment]:
@@ -79,6 +82,7 @@ class TritonPythonModel:
         self.max_streams = int(params[contract.PARAM_MAX_STREAMS])
         self.max_backlog = round(float(params[contract.PARAM_MAX_BACKLOG_SECONDS]) * contract.SAMPLE_RATE)
         self.ack_every = round(float(params[contract.PARAM_ACK_SECONDS]) * contract.SAMPLE_RATE)
+        self.max_stream = round(float(params[contract.PARAM_MAX_STREAM_SECONDS]) * contract.SAMPLE_RATE)
         self.idle_seconds = int(config["sequence_batching"]["max_sequence_idle_microseconds"]) / 1e6
         vad_file = Path(args["model_repository"]) / args["model_version"] / contract.VAD_FILE
         session = runtimes.open_model(vad_file, "onnxruntime", "fp32", threads=1)
@@ -126,6 +130,13 @@ class TritonPythonModel:
                 f"stream {key} sends audio faster than it is scored (more than {waiting_s:g} s waiting): start it "
                 f"again from its last {contract.SEGMENTS_STATE}, no faster than real time"
             )
+        if stream.received + len(chunk) > self.max_stream:
+            self.streams.pop(key, None)
+            raise Refused(
+                f"stream {key} has sent its limit of {self.max_stream / contract.SAMPLE_RATE:g} s of audio: go on "
+                f"in a new stream from its last {contract.SEGMENTS_STATE}"
+            )
+        stream.received += len(chunk)
         stream.waiting += len(chunk)
         stream.last_seen = time.monotonic()
         try:
