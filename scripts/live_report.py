@@ -1,21 +1,29 @@
 #!/usr/bin/env python
-"""Live streams: how late each segment's emotion comes back, how many real-time streams the machine sustains, and
-what 1,000 streams opened and dropped leave behind.
+"""Live streams: how late each segment's emotion comes back, how many real-time streams the machine sustains, whether
+they keep that delay beside an offline flood, and what streams opened and dropped leave behind.
 
     .venv/bin/python scripts/live_report.py                                     # tiny random checkpoint
     .venv/bin/python scripts/live_report.py --size large --streams 1 2 4 6 8 --seconds 60
+    .venv/bin/python scripts/live_report.py --size large --runtime openvino --precision bf16   # another precision
     .venv/bin/python scripts/live_report.py --streams 1 2 --seconds 10 --dropped 20   # a smoke run
 
-It starts the embedded server on the benchmarks' repository of --size (random weights: speed does not depend on
-them; --repository serves another, e.g. a faster precision). Then, for each count in --streams, that many
-e2v-client live streams (e2v_client.live.LiveStream) at once, each sending a call (the example clips between
-pauses, e2v_bench.workload.call_recording) in real time, 0.1 s at a time, for --seconds. For every segment: the
-delay from its end, in audio time, to its result at the client. Printed per count: segments, p50, p95 and max
-delay; the capacity is the most streams with p95 <= 1.0 s (issue 24's bar). Beside it, what the machine scores
-offline: the same calls through e2v-client's timeline (--granularity segment) as fast as it goes, in audio seconds
-per second, i.e. the real-time streams that throughput would carry. Then --dropped streams opened, given one
-chunk and dropped without their end; the server's PSS before, after they have idled out, and the live-stream
-count it then takes again. Writes live-<size>.json and live-<size>.png (p50/p95 against streams) into --out.
+It starts the embedded server on the benchmarks' repository of --size, its encoder in --runtime at --precision
+(random weights: speed does not depend on them; --repository serves another). Then, for each count in
+--streams, that many e2v-client live streams (e2v_client.live.LiveStream) at once, each sending a call (the
+example clips between pauses, e2v_bench.workload.call_recording) in real time, 0.1 s at a time, for --seconds.
+For every segment: the delay from its end, in audio time, to its result at the client. Printed per count:
+segments, p50, p95 and max delay; the capacity is the most streams with p95 <= 1.0 s (issue 24's bar). Beside
+it, what the machine scores offline: the same calls through e2v-client's timeline (--granularity segment) as
+fast as it goes, in audio seconds per second, i.e. the real-time streams that throughput would carry.
+
+Beside a flood (--flood-cases): the capacity's streams again (--flood-streams), while an open loop of 0.5-30 s
+requests at twice the offline capacity (requests per second, measured here) runs beside them, in one run: the
+streams' delays and the flood's answered, refused and latency. The flood goes where e2v-client's bulk jobs go
+(the bulk lane), or into the public ensemble at the bulk priority or at the default one, as a raw caller sends.
+
+Then --dropped streams opened, given one chunk and dropped without their end, --dropped-rounds times; the
+server's PSS before and after each round has idled out, and the live streams it then takes again. Writes
+live-<name>.json and live-<name>.png (p50/p95 against streams) into --out.
 """
 
 from __future__ import annotations
@@ -30,13 +38,15 @@ from pathlib import Path
 import numpy as np
 
 from e2v_bench.memory import ProcessTreeMemory
-from e2v_bench.models import bench_repository
+from e2v_bench.models import encoder_suffix, export_repository, random_checkpoint, repository_dir
+from e2v_bench.open_loop import capacity, mixed_clips, run_open_loop, summarize
 from e2v_bench.workload import cache_dir, call_recording
 from e2v_client import audio
 from e2v_client.client import Emotion2vecClient, RetryPolicy
 from e2v_client.live import LiveStream
 from e2v_common import contract
 from e2v_common.cpu import CpuInfo
+from e2v_common.runtimes import PRECISIONS, RUNTIMES
 from e2v_export.random_checkpoint import SIZES
 from e2v_server.serve import TritonServer
 
@@ -45,6 +55,14 @@ CACHE = cache_dir(ROOT)
 RATE = contract.SAMPLE_RATE
 STEP_S = 0.1  # each stream sends this much audio at a time, when it would have been heard
 P95_BAR_S = 1.0
+BULK = contract.PRIORITIES["bulk"]
+# beside a flood: (name, the flood's priority (0: the server's default), where it goes, what the case is)
+FLOOD_CASES = {
+    "bulk_lane": (BULK, contract.BULK_ENSEMBLE_MODEL, "e2v-client's bulk jobs (the bulk lane)"),
+    "shared_bulk": (BULK, contract.ENSEMBLE_MODEL, "a raw flood in the public ensemble at bulk priority"),
+    "shared": (0, contract.ENSEMBLE_MODEL, "a raw flood in the public ensemble at the default priority"),
+}
+FLOOD_CLIPS = 24
 
 
 async def one_stream(client: Emotion2vecClient, samples: np.ndarray) -> list[float]:
@@ -84,6 +102,18 @@ async def offline_speed(url: str, calls: list[np.ndarray]) -> float:
 
         await asyncio.gather(*(one(samples) for samples in calls))
         return sum(len(c) for c in calls) / RATE / (time.monotonic() - start)
+
+
+async def streams_beside_flood(
+    url: str, calls: list[np.ndarray], count: int, flood: list[np.ndarray], rate: float, case: str, seconds: float
+) -> dict:
+    """`count` real-time streams while an open loop of `flood` clips at `rate` a second runs beside them (it starts
+    2 s earlier, to fill the queues, and runs until the streams are done): both measured in the same run."""
+    priority, model, _ = FLOOD_CASES[case]
+    load = asyncio.ensure_future(run_open_loop(url, flood, rate, seconds + 4.0, priority, model))
+    await asyncio.sleep(2.0)
+    streams = await streams_at_once(url, calls, count)
+    return {**streams, "case": case, "flood_rate_per_s": rate, "flood": summarize(await load, seconds + 4.0)}
 
 
 def dropped_streams(url: str, count: int, idle_s: float, memory: ProcessTreeMemory) -> dict:
@@ -136,22 +166,33 @@ def plot(results: list[dict], path: Path, title: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", default="tiny", choices=SIZES)
+    parser.add_argument("--runtime", default="onnxruntime", choices=RUNTIMES, help="the encoder's runtime")
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="the encoder's precision")
     parser.add_argument("--repository", type=Path, help="serve this repository (default: the benchmarks' one)")
     parser.add_argument("--streams", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     parser.add_argument("--seconds", type=float, default=60.0, help="audio each stream sends (default: %(default)s)")
+    parser.add_argument(
+        "--flood-cases", nargs="*", default=list(FLOOD_CASES), choices=list(FLOOD_CASES), help="none: no flood"
+    )
+    parser.add_argument("--flood-streams", type=int, help="streams beside the flood (default: the capacity, >= 1)")
     parser.add_argument("--dropped", type=int, default=1000, help="streams opened and dropped (default: %(default)s)")
+    parser.add_argument("--dropped-rounds", type=int, default=3, help="times --dropped (default: %(default)s)")
     parser.add_argument("--out", default=str(ROOT / "bench_results"))
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     host = f"{CpuInfo.this_machine().describe()}; {platform.node()}"
     print(f"host: {host}")
-    repository = args.repository or bench_repository(CACHE, args.size)
+    variant = args.size + encoder_suffix(args.runtime, args.precision)
+    repository = args.repository or export_repository(
+        random_checkpoint(CACHE, args.size), repository_dir(CACHE, variant), args.runtime, args.precision
+    )
     paths = [call_recording(CACHE / "live" / f"call-{args.seconds:g}s-{s}.wav", args.seconds, seed=s) for s in range(4)]
     calls = [audio.load(path).samples for path in paths]
+    flood = mixed_clips(FLOOD_CLIPS)
     config = (repository / contract.STREAM_MODEL / "config.pbtxt").read_text()
     idle_s = int(config.split("max_sequence_idle_microseconds:")[1].split()[0]) / 1e6
-    with TritonServer(repository, log_file=out / f"triton-live-{args.size}.log") as server:
+    with TritonServer(repository, log_file=out / f"triton-live-{variant}.log") as server:
         memory = ProcessTreeMemory(server.process.pid, proportional=True)
         offline = asyncio.run(offline_speed(server.grpc_url, calls))
         print(f"offline timeline: {offline:.2f} audio s/s (= that many real-time streams of throughput)", flush=True)
@@ -161,26 +202,53 @@ def main() -> None:
             r = results[-1]
             print(f"{count} streams: {r['segments']} segments, delay p50 {r['p50_s']:.2f} s, p95 {r['p95_s']:.2f} s, "
                   f"max {r['max_s']:.2f} s", flush=True)  # fmt: skip
-        dropped = dropped_streams(server.grpc_url, args.dropped, idle_s, memory) if args.dropped else None
-        after_drop = asyncio.run(streams_at_once(server.grpc_url, calls, 1)) if args.dropped else None
-    capacity = max([r["streams"] for r in results if r["p95_s"] is not None and r["p95_s"] <= P95_BAR_S], default=0)
+        capacity_streams = max(
+            [r["streams"] for r in results if r["p95_s"] is not None and r["p95_s"] <= P95_BAR_S], default=0
+        )
+        beside = []
+        if args.flood_cases:
+            flood_rps = asyncio.run(capacity(server.grpc_url, flood, max(5.0, args.seconds / 3)))
+            count = args.flood_streams or max(1, capacity_streams)
+            print(f"offline capacity: {flood_rps:.2f} requests/s of 0.5-30 s; the flood sends {2 * flood_rps:.2f}")
+            for case in args.flood_cases:
+                r = asyncio.run(
+                    streams_beside_flood(server.grpc_url, calls, count, flood, 2 * flood_rps, case, args.seconds)
+                )
+                beside.append(r)
+                f = r["flood"]
+                print(f"{count} streams beside {FLOOD_CASES[case][2]}: delay p50 {r['p50_s']:.2f} s, p95 "
+                      f"{r['p95_s']:.2f} s; flood {f['answered']} answered, {f['refused']} refused, p50 "
+                      f"{f['p50_ms'] / 1000:.1f} s", flush=True)  # fmt: skip
+        rounds = []
+        for _ in range(args.dropped_rounds if args.dropped else 0):
+            rounds.append(dropped_streams(server.grpc_url, args.dropped, idle_s, memory))
+            print(f"{args.dropped} streams dropped: PSS {rounds[-1]['pss_after_mb']:.0f} MB", flush=True)
+        after_drop = asyncio.run(streams_at_once(server.grpc_url, calls, 1)) if rounds else None
     print(f"\n{args.size} checkpoint ({repository.name}); host: {host}")
     print(f"{'streams':>8}{'segments':>10}{'p50 s':>8}{'p95 s':>8}{'max s':>8}")
     for r in results:
         print(f"{r['streams']:>8}{r['segments']:>10}{r['p50_s']:>8.2f}{r['p95_s']:>8.2f}{r['max_s']:>8.2f}")
-    print(f"capacity (p95 <= {P95_BAR_S:g} s): {capacity} real-time streams; offline: {offline:.2f} audio s/s")
-    if dropped:
-        print(f"{dropped['dropped']} streams opened and dropped ({dropped['refused_over_the_limit']} of them refused "
-              f"while the dropped ones had not idled out yet): server PSS {dropped['pss_before_mb']:.0f} MB before, "
-              f"{dropped['pss_after_mb']:.0f} MB after they idled out; a stream after them: "
-              f"{after_drop['segments']} segments")  # fmt: skip
+    print(f"capacity (p95 <= {P95_BAR_S:g} s): {capacity_streams} real-time streams; offline: {offline:.2f} audio s/s")
+    if beside:
+        print(f"\n{'beside a flood at 2x offline capacity':<62}{'p50 s':>7}{'p95 s':>7}{'answered':>10}{'refused':>9}")
+        for r in beside:
+            f = r["flood"]
+            print(f"{r['streams']} streams, {FLOOD_CASES[r['case']][2]:<52}{r['p50_s']:>7.2f}{r['p95_s']:>7.2f}"
+                  f"{f['answered']:>10}{f['refused']:>9}")  # fmt: skip
+    if rounds:
+        pss = ", ".join(f"{r['pss_after_mb']:.0f}" for r in rounds)
+        print(f"\n{args.dropped} streams opened and dropped, {len(rounds)} times: server PSS "
+              f"{rounds[0]['pss_before_mb']:.0f} MB before, {pss} MB after each round had idled out "
+              f"({sum(r['refused_over_the_limit'] for r in rounds)} refused over the stream limit on the way); "
+              f"a stream after them: {after_drop['segments']} segments")  # fmt: skip
     report = {
-        "host": host, "size": args.size, "repository": str(repository), "offline_audio_s_per_s": offline,
-        "capacity_streams": capacity, "results": results, "dropped": dropped, "after_drop": after_drop,
+        "host": host, "size": args.size, "variant": variant, "repository": str(repository),
+        "offline_audio_s_per_s": offline, "capacity_streams": capacity_streams, "results": results,
+        "beside_flood": beside, "dropped_rounds": rounds, "after_drop": after_drop,
     }  # fmt: skip
-    (out / f"live-{args.size}.json").write_text(json.dumps(report, indent=1))
-    plot(results, out / f"live-{args.size}.png", f"live streams, {args.size} checkpoint")
-    print(f"wrote {out / f'live-{args.size}.json'} and {out / f'live-{args.size}.png'}")
+    (out / f"live-{variant}.json").write_text(json.dumps(report, indent=1))
+    plot(results, out / f"live-{variant}.png", f"live streams, {variant} checkpoint")
+    print(f"wrote {out / f'live-{variant}.json'} and {out / f'live-{variant}.png'}")
 
 
 if __name__ == "__main__":

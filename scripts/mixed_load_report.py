@@ -37,7 +37,7 @@ import numpy as np
 
 from e2v_bench.memory import ProcessTreeMemory
 from e2v_bench.models import export_repository, random_checkpoint, repository_dir
-from e2v_bench.open_loop import run_open_loop, send, summarize
+from e2v_bench.open_loop import capacity, mixed_clips, run_open_loop, send, summarize
 from e2v_bench.workload import cache_dir, prepare_workload
 from e2v_client.batch import BatchOptions, run_batch
 from e2v_client.client import Emotion2vecClient, RetryPolicy
@@ -49,7 +49,6 @@ from e2v_server.serve import TritonServer
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = cache_dir(ROOT)
-CAPACITY_CONCURRENCY = 4
 BULK_CONCURRENCY = 8
 BATCH_CONCURRENCY = 16
 FLOOD_SECONDS = 30.0
@@ -63,31 +62,6 @@ PRIORITY_CASES = (
     ("bulk_lane", INTERACTIVE, contract.BULK_ENSEMBLE_MODEL, "bulk jobs in the bulk lane"),
 )
 PHASES = ("wait", "priorities", "batch")
-
-
-def mixed_clips(count: int, seed: int = 0) -> list[np.ndarray]:
-    """Speech-like clips of 0.5-30 s, log-uniform (most short), in a fixed order."""
-    rng = np.random.default_rng(seed)
-    lengths = np.exp(rng.uniform(np.log(0.5), np.log(30.0), count))
-    lengths[:2] = [0.5, 30.0]
-    return [speech_like(float(s), seed=seed + i) for i, s in enumerate(rng.permutation(lengths))]
-
-
-async def capacity(url: str, clips: list[np.ndarray], seconds: float) -> float:
-    """Requests answered per second with CAPACITY_CONCURRENCY in flight (clips in turn)."""
-    import tritonclient.grpc.aio as aioclient
-
-    async with aioclient.InferenceServerClient(url) as client:
-        start, answered, turn = time.monotonic(), 0, iter(range(10**9))
-
-        async def worker():
-            nonlocal answered
-            while time.monotonic() - start < seconds:
-                outcome = await send(client, clips[next(turn) % len(clips)], start)
-                answered += not outcome.error
-
-        await asyncio.gather(*(worker() for _ in range(CAPACITY_CONCURRENCY)))
-        return answered / (time.monotonic() - start)
 
 
 async def probes_beside_bulk(

@@ -139,14 +139,19 @@ def test_live_report_measures_the_delay_of_real_time_streams_and_drops(tiny, tmp
     repository = copy_repository(tiny, tmp_path)
     out = run_script(
         "live_report.py", "--repository", repository, "--streams", "1", "2", "--seconds", "12", "--dropped", "16",
-        "--out", tmp_path / "live",
+        "--dropped-rounds", "2", "--flood-cases", "bulk_lane", "--flood-streams", "1", "--out", tmp_path / "live",
     )  # fmt: skip
     report = json.loads((tmp_path / "live" / "live-tiny.json").read_text())
     assert [r["streams"] for r in report["results"]] == [1, 2]
     for r in report["results"]:
         assert r["segments"] >= 2 * r["streams"] and 0 < r["p50_s"] <= r["p95_s"] <= r["max_s"] < 10
     assert report["offline_audio_s_per_s"] > 1 and report["capacity_streams"] in (0, 1, 2)
-    assert report["dropped"]["dropped"] == 16 and report["dropped"]["pss_after_mb"] > 0
+    [beside] = report["beside_flood"]
+    assert beside["case"] == "bulk_lane" and beside["segments"] >= 2 and beside["p95_s"] < 10
+    flood = beside["flood"]
+    assert flood["sent"] >= 10 and flood["answered"] + flood["refused"] == flood["sent"]
+    assert [r["dropped"] for r in report["dropped_rounds"]] == [16, 16]
+    assert all(r["pss_after_mb"] > 0 for r in report["dropped_rounds"])
     assert report["after_drop"]["segments"] >= 2  # the server takes streams again
     assert "capacity" in out and (tmp_path / "live" / "live-tiny.png").stat().st_size > 0
 

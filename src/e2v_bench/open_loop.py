@@ -15,6 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from e2v_common import contract
+from e2v_common.synthetic_speech import speech_like
+
+CAPACITY_CONCURRENCY = 4  # requests in flight when the capacity is measured: enough to keep the server busy
 
 
 @dataclass
@@ -42,7 +45,14 @@ async def send(
     return Outcome(sent - start, time.monotonic() - sent, error)
 
 
-async def run_open_loop(url: str, clips: list[np.ndarray], rate: float, seconds: float) -> list[Outcome]:
+async def run_open_loop(
+    url: str,
+    clips: list[np.ndarray],
+    rate: float,
+    seconds: float,
+    priority: int = 0,
+    model: str = contract.ENSEMBLE_MODEL,
+) -> list[Outcome]:
     import tritonclient.grpc.aio as aioclient
 
     async with aioclient.InferenceServerClient(url) as client:
@@ -50,8 +60,33 @@ async def run_open_loop(url: str, clips: list[np.ndarray], rate: float, seconds:
         tasks = []
         for i in range(int(rate * seconds)):
             await asyncio.sleep(max(0.0, start + i / rate - time.monotonic()))
-            tasks.append(asyncio.ensure_future(send(client, clips[i % len(clips)], start)))
+            tasks.append(asyncio.ensure_future(send(client, clips[i % len(clips)], start, priority, model)))
         return list(await asyncio.gather(*tasks))
+
+
+def mixed_clips(count: int, seed: int = 0) -> list[np.ndarray]:
+    """Speech-like clips of 0.5-30 s, log-uniform (most short), in a fixed order."""
+    rng = np.random.default_rng(seed)
+    lengths = np.exp(rng.uniform(np.log(0.5), np.log(30.0), count))
+    lengths[:2] = [0.5, 30.0]
+    return [speech_like(float(s), seed=seed + i) for i, s in enumerate(rng.permutation(lengths))]
+
+
+async def capacity(url: str, clips: list[np.ndarray], seconds: float) -> float:
+    """Requests answered per second with CAPACITY_CONCURRENCY in flight (clips in turn)."""
+    import tritonclient.grpc.aio as aioclient
+
+    async with aioclient.InferenceServerClient(url) as client:
+        start, answered, turn = time.monotonic(), 0, iter(range(10**9))
+
+        async def worker():
+            nonlocal answered
+            while time.monotonic() - start < seconds:
+                outcome = await send(client, clips[next(turn) % len(clips)], start)
+                answered += not outcome.error
+
+        await asyncio.gather(*(worker() for _ in range(CAPACITY_CONCURRENCY)))
+        return answered / (time.monotonic() - start)
 
 
 def open_loop(url: str, clips: list[np.ndarray], rate: float, seconds: float) -> list[Outcome]:
