@@ -23,7 +23,8 @@ streams' delays and the flood's answered, refused and latency. The flood goes wh
 
 Then --dropped streams opened, given one chunk and dropped without their end, --dropped-rounds times; the
 server's PSS before and after each round has idled out, and the live streams it then takes again. Writes
-live-<name>.json and live-<name>.png (p50/p95 against streams) into --out.
+live-<name>.json and live-<name>.png (p50/p95 against streams; --also draws earlier reports beside it) into
+--out.
 """
 
 from __future__ import annotations
@@ -146,19 +147,23 @@ def dropped_streams(url: str, count: int, idle_s: float, memory: ProcessTreeMemo
     return {"dropped": count, "refused_over_the_limit": refused, "pss_before_mb": before, "pss_after_mb": after}
 
 
-def plot(results: list[dict], path: Path, title: str) -> None:
+def plot(series: dict[str, list[dict]], path: Path, title: str) -> None:
+    """p95 and p50 against the number of streams, one line each per series (a repository variant)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in results if r["p95_s"] is not None]
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot([r["streams"] for r in rows], [r["p95_s"] for r in rows], "o-", label="p95")
-    ax.plot([r["streams"] for r in rows], [r["p50_s"] for r in rows], "s--", label="p50")
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for (name, results), color in zip(series.items(), colors, strict=False):  # one colour per series
+        rows = [r for r in results if r["p95_s"] is not None]
+        streams = [r["streams"] for r in rows]
+        ax.plot(streams, [r["p95_s"] for r in rows], "o-", color=color, label=f"{name}: p95")
+        ax.plot(streams, [r["p50_s"] for r in rows], "s--", color=color, alpha=0.6, label=f"{name}: p50")
     ax.axhline(P95_BAR_S, color="grey", linestyle=":", label=f"bar: p95 <= {P95_BAR_S:g} s")
     ax.set(xlabel="real-time streams at once", ylabel="delay after a segment's end (s)", title=title)
-    ax.legend()
+    ax.legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -177,6 +182,9 @@ def main() -> None:
     parser.add_argument("--flood-streams", type=int, help="streams beside the flood (default: the capacity, >= 1)")
     parser.add_argument("--dropped", type=int, default=1000, help="streams opened and dropped (default: %(default)s)")
     parser.add_argument("--dropped-rounds", type=int, default=3, help="times --dropped (default: %(default)s)")
+    parser.add_argument(
+        "--also", type=Path, nargs="*", default=[], help="earlier reports (live-*.json) drawn beside this one"
+    )
     parser.add_argument("--out", default=str(ROOT / "bench_results"))
     args = parser.parse_args()
     out = Path(args.out)
@@ -247,7 +255,9 @@ def main() -> None:
         "beside_flood": beside, "dropped_rounds": rounds, "after_drop": after_drop,
     }  # fmt: skip
     (out / f"live-{variant}.json").write_text(json.dumps(report, indent=1))
-    plot(results, out / f"live-{variant}.png", f"live streams, {variant} checkpoint")
+    earlier = [json.loads(path.read_text()) for path in args.also]
+    series = {r.get("variant", r["size"]): r["results"] for r in earlier} | {variant: results}
+    plot(series, out / f"live-{variant}.png", f"live streams on {CpuInfo.this_machine().model}")
     print(f"wrote {out / f'live-{variant}.json'} and {out / f'live-{variant}.png'}")
 
 

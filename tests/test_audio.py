@@ -111,3 +111,33 @@ def test_blocks_of_any_length_join_into_the_whole_file(stereo_44k):
     stored = soundfile.read(io.BytesIO(data), dtype="float32")[0].astype(np.float64)  # as 16-bit PCM
     assert np.array_equal(joined[:, 0], audio.to_16k_pcm(stored.mean(axis=1), 44100))
     assert np.array_equal(joined[:, 2], audio.to_16k_pcm(stored[:, 1], 44100))
+
+
+def test_audio_pushed_in_chunks_decodes_as_the_whole_file_and_a_recording_left_waiting_ends(stereo_44k):
+    """e2v-web's live microphone: integer PCM chunks of any size pushed from another thread, read as they come, give
+    the samples of the same audio decoded as a file; a recording aborted, or that gets no chunk for idle_seconds,
+    raises AudioError where it is read."""
+    data = _encoded(stereo_44k, 44100, "wav")
+    pcm = soundfile.read(io.BytesIO(data), dtype="int16")[0]
+    pushed = audio.Pushed("microphone")
+    cuts = np.cumsum([0, 1, 7000, 0, 44100, 123, len(pcm)]).clip(max=len(pcm))
+    for first, end in zip(cuts, cuts[1:], strict=False):
+        pushed.push(pcm[first:end], 44100)
+    pushed.end()
+    joined = np.concatenate(list(pushed.blocks()))
+    stored = soundfile.read(io.BytesIO(data), dtype="float32")[0].astype(np.float64)  # as 16-bit PCM
+    assert np.array_equal(joined[:, 0], audio.to_16k_pcm(stored.mean(axis=1), 44100))
+    assert pushed.seconds == len(joined) / SAMPLE_RATE
+
+    aborted = audio.Pushed()
+    aborted.push(pcm[:4410], 44100)
+    aborted.abort("the page was closed")
+    with pytest.raises(audio.AudioError, match="the page was closed"):
+        list(aborted.blocks())
+    with pytest.raises(audio.AudioError, match="no audio came from the microphone for 0.2 s"):
+        list(audio.Pushed("microphone", idle_seconds=0.2).blocks())
+    changed = audio.Pushed()
+    changed.push(pcm[:4410], 44100)
+    changed.push(pcm[:4800], 48000)
+    with pytest.raises(audio.AudioError, match="from 44100 Hz to 48000 Hz"):
+        list(changed.blocks())

@@ -60,7 +60,7 @@ def check_folder_against_spec(folder: Path, granularity: str, embedding: bool, d
     assert result["granularity"] == granularity
     time.strptime(result["timestamp"], "%Y-%m-%d %H:%M:%S")
     frames = contract.frames_for_samples(len(samples))
-    if granularity == "utterance":
+    if granularity in ("utterance", "segment"):  # a segment's scores: its segments', weighted by their durations
         assert list(result["scores"]) == REAL_LABELS
         assert abs(sum(result["scores"].values()) - 1) < 1e-4
         assert result["emotion"] == max(result["scores"], key=result["scores"].get)
@@ -69,11 +69,18 @@ def check_folder_against_spec(folder: Path, granularity: str, embedding: bool, d
         assert len(result["scores"]) == frames
         for frame in result["scores"]:
             assert list(frame) == REAL_LABELS and abs(sum(frame.values()) - 1) < 1e-4
+    if granularity == "segment":  # the speech segments, in order, inside the audio
+        ends = [0.0] + [s["end"] for s in result["segments"]]
+        for segment, end_before in zip(result["segments"], ends, strict=False):
+            assert end_before <= segment["start"] < segment["end"] <= len(samples) / rate + 0.05
+            assert list(segment["scores"]) == REAL_LABELS
+            assert segment["emotion"] == max(segment["scores"], key=segment["scores"].get)
     assert 0 <= result["confidence"] <= 1 and result["emotion"] in REAL_LABELS
     if embedding:
         array = np.load(folder / EMBEDDING_FILE)
         assert array.dtype == np.float32
-        assert array.shape == ((dim,) if granularity == "utterance" else (frames, dim))
+        rows = {"utterance": (), "frame": (frames,), "segment": (len(result.get("segments", [])),)}[granularity]
+        assert array.shape == (*rows, dim)
     else:
         assert not (folder / EMBEDDING_FILE).exists()
     return samples, result

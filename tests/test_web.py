@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import soxr
 
 from audio_files import bad_files, good_files
 from e2v_client import audio
@@ -33,6 +34,7 @@ from e2v_client.outputs import AUDIO_FILE, EMBEDDING_FILE, FOLDER_PREFIX, RESULT
 from e2v_common.synthetic_speech import speech_like
 from e2v_server.serve import free_port
 from test_client import check_folder_against_spec
+from test_client import run_client as run_e2v_client
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -302,6 +304,54 @@ def test_microphone_recording_scores(playwright, web, tmp_path):
         browser.close()
 
 
+def fake_microphone(playwright, capture: Path):
+    """Chromium whose microphone plays `capture` (a wav file, looped) without asking."""
+    args = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
+    return playwright.chromium.launch(
+        executable_path=CHROMIUM,
+        headless=True,
+        args=CHROMIUM_ARGS + args + [f"--use-file-for-fake-audio-capture={capture}"],
+    )
+
+
+def test_live_recording_grows_its_timeline_while_recording_and_writes_the_segment_folder(playwright, web, tmp_path):
+    from e2v_client.web.app import LIVE
+
+    # The fake microphone loops 4 x (1 s of silence, 2 s of speech-like sound): wherever the loop is when the
+    # recording starts, a speech segment ends every 3 s
+    capture = tmp_path / "bursts.wav"
+    silence = np.zeros(48000, np.float32)
+    sf.write(capture, np.concatenate([np.concatenate([silence, speech_like(2.0, 31 + i, 48000)]) for i in range(4)]),
+             48000, subtype="PCM_16")  # fmt: skip
+    browser = fake_microphone(playwright, capture)
+    try:
+        page = open_page(browser, web, permissions=["microphone"])
+        page.get_by_role("tab", name="Live").click()
+        mic = page.locator("#e2v-live-mic")
+        mic.get_by_role("button", name="Record").click()
+        stop = mic.get_by_role("button", name="Stop")
+        stop.wait_for()
+        started = time.monotonic()
+        page.wait_for_selector("#e2v-live-status")
+        rows = page.locator(".e2v-segments [role=grid] [role=row][data-index]")
+        rows.first.wait_for(timeout=20_000)
+        print(f"first segment on the page {time.monotonic() - started:.1f} s after the recording started")
+        assert stop.is_visible() and page.locator(".e2v-folder-path").count() == 0  # still recording
+        time.sleep(1.0)
+        stop.click()
+        cards = wait_for_cards(page, [LIVE], seen={None})  # the card with its folder, not the one while recording
+        result = check_card_against_folder(cards[LIVE], web.output_dir, "segment", False)
+        segments = len(result["segments"])
+        assert result["source_file"] == LIVE and segments >= 1
+        assert page.locator(".e2v-timeline-caption").get_attribute("data-segments") == str(segments)
+        rows = page.locator(".e2v-segments [role=grid]").evaluate(SEGMENT_ROWS_JS)
+        assert [[int(r[0]), float(r[1]), float(r[2]), r[3], float(r[4])] for r in rows] == [
+            [n, s["start"], s["end"], s["emotion"], s["confidence"]] for n, s in enumerate(result["segments"], 1)
+        ]
+    finally:
+        browser.close()
+
+
 def test_page_logic_refuses_bad_inputs_and_reports_a_server_that_is_down(tiny_server, clips, tmp_path):
     from e2v_client.web.app import WebApp
     from e2v_client.web.files import zip_folder
@@ -448,6 +498,110 @@ def test_segment_granularity_shows_a_timeline_its_table_and_the_scores_of_the_se
         "([img, before]) => img.getAttribute('src') !== before && img.complete && img.naturalWidth > 300",
         arg=[chart.element_handle(), first_chart],
     )
+
+
+def test_page_logic_streams_a_live_recording_as_e2v_client_scores_it_at_segment_granularity(
+    tiny_server, call_recording, tmp_path
+):
+    """The live tab's logic fed as the browser feeds it (0.5 s chunks of 48 kHz 16-bit PCM): segments are shown while
+    it records, and when it stops, its folder, summary and segments CSVs are those of `e2v-client --granularity
+    segment` on the same audio: the same samples, the same segments."""
+    from e2v_client.web.app import LIVE, LiveRecording, WebApp
+    from e2v_client.web.timeline import Timeline
+
+    path = tmp_path / "call_48k.wav"
+    sf.write(path, soxr.resample(audio.load(call_recording).samples, 16000, 48000), 48000, subtype="PCM_16")
+    pcm, rate = sf.read(path, dtype="int16")
+    out = tmp_path / "outputs"
+    app = WebApp(tiny_server.grpc_url, out, tmp_path / "uploads", tmp_path / "work", retries=0)
+    try:
+        live = LiveRecording(app)
+        for first in range(0, len(pcm), rate // 2):
+            live.push((rate, pcm[first : first + rate // 2]))
+        deadline = time.monotonic() + 30
+        while (view := live.view()) is None and time.monotonic() < deadline:  # before stop(): still recording
+            time.sleep(0.1)
+        assert view is not None, "no segment was shown while recording"
+        (shown,) = view.results
+        assert shown.row.folder == "" and Path(shown.timeline_png).exists() and "Recording live" in view.message
+        final = live.stop()
+        assert live.stop() is final  # once
+    finally:
+        app.close()
+
+    (result,) = final.results
+    print(
+        f"{len(shown.prediction.segments)} segment(s) shown while recording, {len(result.prediction.segments)} in all"
+    )
+    assert result.ok and result.name == LIVE and Path(result.zip_path).exists(), final.message
+    folder = Path(result.row.folder)
+    samples, written = check_folder_against_spec(folder, "segment", False, TINY_DIM)
+    assert written["source_file"] == LIVE
+    assert Timeline.of(result).caption().count(f'data-segments="{len(written["segments"])}"') == 1
+    # the segments shown while recording are the first of the final ones
+    for early, segment in zip(shown.prediction.segments, written["segments"], strict=False):
+        assert (round(early.start, 3), round(early.end, 3)) == (segment["start"], segment["end"])
+
+    # e2v-client --granularity segment on the same file: the same samples, the same segments
+    offline = run_e2v_client(tiny_server.grpc_url, path, "--granularity", "segment", "--output-dir", tmp_path / "cli")
+    assert offline.returncode == 0, offline.stderr
+    (cli_folder,) = (tmp_path / "cli").glob(f"{FOLDER_PREFIX}*")
+    cli_samples, cli_written = check_folder_against_spec(cli_folder, "segment", False, TINY_DIM)
+    assert np.array_equal(samples, cli_samples)
+    assert len(written["segments"]) == len(cli_written["segments"]) >= 3
+    for got, want in zip(written["segments"], cli_written["segments"], strict=True):
+        assert abs(got["start"] - want["start"]) <= 0.1 and abs(got["end"] - want["end"]) <= 0.1
+    with open(final.summary_path, newline="") as f:
+        assert [(r["source_file"], r["status"], r["folder"]) for r in csv.DictReader(f)] == [
+            (LIVE, "scored", str(folder))
+        ]
+    (segments_csv,) = out.glob("segments_*.csv")
+    with open(segments_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(float(r["start"]), float(r["end"])) for r in rows] == [(s["start"], s["end"]) for s in written["segments"]]
+
+
+def test_page_logic_says_why_a_live_recording_is_not_scored_and_drops_an_abandoned_one(tiny_server, tmp_path):
+    from e2v_client.web.app import LIVE, LiveRecording, WebApp
+
+    chunk = (48000, np.round(speech_like(0.5, 3, 48000) * 32767).astype(np.int16))
+    down = WebApp(f"127.0.0.1:{free_port()}", tmp_path / "down", tmp_path / "uploads", tmp_path / "work", retries=0)
+    try:
+        live = LiveRecording(down)
+        live.push(chunk)
+        view = live.view()
+        assert "Cannot reach the emotion2vec server" in view.message and not view.results
+        assert live.view() is None  # said once
+        assert "Cannot reach the emotion2vec server" in live.stop().message
+    finally:
+        down.close()
+    assert not (tmp_path / "down").exists()
+
+    app = WebApp(tiny_server.grpc_url, tmp_path / "failed", tmp_path / "uploads", tmp_path / "work", retries=0)
+    try:
+        # a recording whose scoring fails part-way (here its rate changes) says so while recording, and at the end
+        live = LiveRecording(app)
+        live.push(chunk)
+        live.push((44100, chunk[1]))
+        deadline = time.monotonic() + 30
+        while (view := live.view()) is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "The live recording is not scored: the sample rate changed part-way" in view.message
+        final = live.stop()
+        assert [(r.name, r.row.status) for r in final.results] == [(LIVE, "failed")]
+        assert "sample rate changed" in final.message and final.summary_path.exists()
+        assert not list((tmp_path / "failed").glob(f"{FOLDER_PREFIX}*"))
+
+        live = LiveRecording(app)
+        for _ in range(4):
+            live.push(chunk)
+        live.abandon()  # the page was closed while recording
+        with pytest.raises(audio.AudioError, match="closed"):
+            live.future.result(timeout=30)
+    finally:
+        app.close()
+    # the failed recording's summary and segments CSVs, and nothing of the abandoned one: no folder, no staging
+    assert sorted(p.name.split("_")[0] for p in (tmp_path / "failed").iterdir()) == ["segments", "summary"]
 
 
 def test_the_timeline_draws_each_segment_in_its_emotions_colour_as_opaque_as_it_is_confident():

@@ -8,6 +8,7 @@ to 16-bit PCM, so that processed_audio.wav holds exactly the samples the model i
 from __future__ import annotations
 
 import io
+import queue
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +81,57 @@ BLOCK_SECONDS = 1.0  # decoded at a time: a recording of any length is held one 
 # breaks off loses at most the block it breaks in
 
 
+class Source:
+    """Audio read block by block, as batch.score_recording reads it: blocks() gives 16 kHz blocks [n, columns] of
+    16-bit PCM values (k / 32768); `samples` counts those given so far, `broken` says where and why the audio broke
+    off (if it did), `declared_seconds` is the length its header promises (where it has one)."""
+
+    samples = 0
+    broken: str | None = None
+    declared_seconds: float | None = None
+
+    @property
+    def seconds(self) -> float:
+        return self.samples / SAMPLE_RATE
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class Resampler:
+    """Blocks [n, columns] at one rate, one after another, to 16 kHz rounded to 16-bit PCM values (k / 32768), with
+    soxr's streaming resampler: what it gives, joined, equals a one-shot resample of the blocks joined."""
+
+    def __init__(self):
+        self.rate: int | None = None
+        self._soxr: soxr.ResampleStream | None = None  # None at 16 kHz: nothing to convert
+        self._width = 0
+
+    def __call__(self, block: np.ndarray, rate: int) -> np.ndarray:
+        if self.rate is None:
+            self.rate, self._width = rate, block.shape[1]
+            if rate != SAMPLE_RATE:
+                self._soxr = soxr.ResampleStream(rate, SAMPLE_RATE, self._width, dtype="float64", quality="HQ")
+        elif rate != self.rate:
+            raise AudioError(f"the sample rate changed part-way, from {self.rate} Hz to {rate} Hz")
+        return rounded_to_pcm16(self._soxr.resample_chunk(block) if self._soxr else block)
+
+    def end(self) -> np.ndarray | None:
+        """The last samples, which the resampler holds until it knows the audio has ended (None at 16 kHz)."""
+        if self._soxr is None:
+            return None
+        return rounded_to_pcm16(self._soxr.resample_chunk(np.zeros((0, self._width)), last=True))
+
+
 # An opened file: its [n, channels] float32 blocks with their rate, and the duration its header promises (where the
 # format says it; to notice a file that breaks off). Each opener raises at once if it cannot open the file.
 Opened = tuple[Iterator[tuple[np.ndarray, int]], float | None]
@@ -139,7 +191,7 @@ def _open_ffmpeg(stream: BinaryIO, block_seconds: float) -> Opened:
     return blocks(), declared
 
 
-class Decoder:
+class Decoder(Source):
     """An audio file decoded block by block to 16 kHz: each block is [n, 1] (the channels' mix) or, with
     keep_channels and a multichannel file, [n, 1 + channels] (the mix, then each channel on its own).
 
@@ -165,18 +217,8 @@ class Decoder:
             self._stream.close()
             raise
 
-    @property
-    def seconds(self) -> float:
-        return self.samples / SAMPLE_RATE
-
     def close(self) -> None:
         self._stream.close()
-
-    def __enter__(self) -> Decoder:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def _open(self) -> Opened:
         if self._stream.seek(0, io.SEEK_END) == 0:
@@ -195,16 +237,12 @@ class Decoder:
 
     def blocks(self) -> Iterator[np.ndarray]:
         """The 16 kHz blocks, 16-bit PCM values (k / 32768), in order."""
-        resampler, width = None, 0
+        to_16k = Resampler()
         try:
             for block, rate in self._source_blocks():
-                columns = self._columns(block)
-                if resampler is None and rate != SAMPLE_RATE:
-                    width = columns.shape[1]
-                    resampler = soxr.ResampleStream(rate, SAMPLE_RATE, width, dtype="float64", quality="HQ")
-                yield self._emit(resampler.resample_chunk(columns) if resampler else columns)
-            if resampler is not None:
-                yield self._emit(resampler.resample_chunk(np.zeros((0, width)), last=True))
+                yield self._emit(to_16k(self._columns(block), rate))
+            if (last := to_16k.end()) is not None:
+                yield self._emit(last)
         finally:
             self._stream.close()
         declared = self.declared_seconds
@@ -235,32 +273,17 @@ class Decoder:
 
     def _emit(self, columns: np.ndarray) -> np.ndarray:
         self.samples += len(columns)
-        return rounded_to_pcm16(columns)
+        return columns
 
 
-class RawPcm:
+class RawPcm(Source):
     """Raw 16 kHz 16-bit little-endian mono PCM read from a pipe (arecord, ffmpeg or sox) block by block as it
-    comes, with Decoder's interface: blocks() are [n, 1], 16-bit PCM values (k / 32768)."""
+    comes, with Decoder's interface: blocks() are [n, 1], 16-bit PCM values (k / 32768). The pipe is the caller's
+    to close."""
 
     def __init__(self, stream: BinaryIO, name: str = "stdin", block_seconds: float = 0.1):
         self.name, self.stream = name, stream
         self.block_bytes = 2 * round(block_seconds * SAMPLE_RATE)
-        self.samples = 0
-        self.broken: str | None = None
-        self.declared_seconds = None
-
-    @property
-    def seconds(self) -> float:
-        return self.samples / SAMPLE_RATE
-
-    def close(self) -> None:
-        pass  # the pipe is the caller's
-
-    def __enter__(self) -> RawPcm:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def blocks(self) -> Iterator[np.ndarray]:
         pending = b""
@@ -273,6 +296,49 @@ class RawPcm:
             yield block[:, None]
         if self.samples == 0:
             raise AudioError(f"{self.name} gave no audio (raw 16 kHz 16-bit mono PCM expected)")
+
+
+class Pushed(Source):
+    """Audio handed over chunk by chunk by another thread as it is captured (e2v-web's live microphone), with
+    Decoder's interface: blocks() gives it as it comes, mixed to mono and converted to 16 kHz, until end().
+    abort(reason) makes blocks() raise AudioError, and so does a wait of more than idle_seconds for a chunk: a
+    recording nobody ends (its page was closed) does not hold its reader for ever."""
+
+    def __init__(self, name: str = "live audio", idle_seconds: float = 60.0):
+        self.name, self.idle_seconds = name, idle_seconds
+        self._chunks: queue.Queue = queue.Queue()  # (samples, rate) as pushed, then None or an AudioError
+
+    def push(self, samples: np.ndarray, rate: int) -> None:
+        """The next samples, [n] or [n, channels], integer PCM (as a browser's recorder gives them) or float.
+        Returns at once: they are converted as blocks() reads them."""
+        if len(samples):
+            self._chunks.put((np.asarray(samples), int(rate)))
+
+    def end(self) -> None:
+        self._chunks.put(None)
+
+    def abort(self, reason: str) -> None:
+        self._chunks.put(AudioError(reason))
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        to_16k = Resampler()
+        while True:
+            try:
+                chunk = self._chunks.get(timeout=self.idle_seconds)
+            except queue.Empty:
+                raise AudioError(f"no audio came from the {self.name} for {self.idle_seconds:g} s") from None
+            if isinstance(chunk, AudioError):
+                raise chunk
+            if chunk is None:
+                break
+            samples, rate = chunk
+            samples = pcm_to_float(samples.reshape(len(samples), -1)).astype(np.float64)
+            block = to_16k(samples.mean(axis=1, keepdims=True), rate)  # channels mixed, as FunASR mixes them
+            self.samples += len(block)
+            yield block
+        if (last := to_16k.end()) is not None:
+            self.samples += len(last)
+            yield last
 
 
 def decode(

@@ -110,43 +110,57 @@ async def score_clip(
     return prediction, folder, row
 
 
+async def open_recording(path: Path, options: BatchOptions) -> audio.Source:
+    """What score_recording reads for a file: its decoder (each channel kept apart with --channels separate), or
+    with a live stream and path STDIN, raw PCM from standard input."""
+    if options.live is not None and str(path) == STDIN:
+        return audio.RawPcm(sys.stdin.buffer)
+    return await asyncio.to_thread(audio.Decoder, path, path.name, options.channels == "separate")
+
+
 async def score_recording(
-    client: Emotion2vecClient, path: Path, options: BatchOptions, source: str, on_audio: OnAudio | None = None
-) -> SummaryRow:
-    """Segment granularity on a file of any length, in bounded memory: it is decoded block by block, each block
-    written to processed_audio.wav and fed to the timelines (one for the mix, or one per channel), so that no
-    more than a request's worth of audio is held. With options.live, the timeline is a live stream, and `path`
-    may be STDIN."""
-    separate, live = options.channels == "separate", options.live
-    if live is not None and str(path) == STDIN:
-        decoder = audio.RawPcm(sys.stdin.buffer)
-    else:
-        decoder = await asyncio.to_thread(audio.Decoder, path, path.name, separate)
+    client: Emotion2vecClient,
+    decoder: audio.Source,
+    options: BatchOptions,
+    source: str,
+    on_audio: OnAudio | None = None,
+) -> tuple[Prediction, Path, SummaryRow]:
+    """Segment granularity on a recording of any length, in bounded memory: the decoder (open_recording's, or
+    e2v-web's live microphone: audio.Pushed) gives it block by block, each block written to processed_audio.wav
+    and fed to the timelines (one for the mix, or one per channel), so that no more than a request's worth of
+    audio is held. With options.live, the timeline is a live stream."""
+    live, timelines = options.live, []
 
     def new_timeline():
         if live is None:
             return client.timeline()
         return LiveStream(client, on_segment=live.on_segment and (lambda segment: live.on_segment(source, segment)))
 
-    with decoder, outputs.new_folder(options.output_dir) as staging:
-        wav = soundfile.SoundFile(staging / outputs.AUDIO_FILE, "w", SAMPLE_RATE, 1, "PCM_16", format="WAV")
-        blocks, timelines = _paced(decoder.blocks()) if live and live.realtime else decoder.blocks(), []
-        with wav:
-            while (block := await asyncio.to_thread(next, blocks, None)) is not None:
-                columns = block[:, 1:] if block.shape[1] > 1 else block  # each channel, or the mono mix
-                timelines = timelines or [new_timeline() for _ in range(columns.shape[1])]
-                await asyncio.to_thread(wav.write, block[:, 0])
-                for timeline, column in zip(timelines, columns.T, strict=True):
-                    await timeline.feed(column)
-                if on_audio:
-                    on_audio(len(block) / SAMPLE_RATE)
-        audio.check_length(decoder.samples)
+    try:
+        with decoder, outputs.new_folder(options.output_dir) as staging:
+            wav = soundfile.SoundFile(staging / outputs.AUDIO_FILE, "w", SAMPLE_RATE, 1, "PCM_16", format="WAV")
+            blocks = _paced(decoder.blocks()) if live and live.realtime else decoder.blocks()
+            with wav:
+                while (block := await asyncio.to_thread(next, blocks, None)) is not None:
+                    columns = block[:, 1:] if block.shape[1] > 1 else block  # each channel, or the mono mix
+                    timelines = timelines or [new_timeline() for _ in range(columns.shape[1])]
+                    await asyncio.to_thread(wav.write, block[:, 0])
+                    for timeline, column in zip(timelines, columns.T, strict=True):
+                        await timeline.feed(column)
+                    if on_audio:
+                        on_audio(len(block) / SAMPLE_RATE)
+            audio.check_length(decoder.samples)
+            for timeline in timelines:
+                await timeline.feed(np.zeros(0, np.float32), last=True)
+            per_channel = [timeline.segments for timeline in timelines]
+            segments = by_channel(per_channel) if len(per_channel) > 1 else per_channel[0]
+            prediction = client.segment_prediction(segments)
+            folder, row = await _finish(client, staging, prediction, decoder.seconds, decoder.broken, options, source)
+            return prediction, folder, row
+    finally:
         for timeline in timelines:
-            await timeline.feed(np.zeros(0, np.float32), last=True)
-        per_channel = [timeline.segments for timeline in timelines]
-        segments = by_channel(per_channel) if len(per_channel) > 1 else per_channel[0]
-        prediction = client.segment_prediction(segments)
-        return (await _finish(client, staging, prediction, decoder.seconds, decoder.broken, options, source))[1]
+            if isinstance(timeline, LiveStream):
+                timeline.close()  # a recording that failed part-way: its stream is given up, not left waiting
 
 
 def _paced(blocks):
@@ -205,7 +219,8 @@ async def score_file(
     source = "stdin" if str(path) == STDIN else str(path.resolve())
     try:
         if options.granularity == "segment":
-            return await score_recording(client, path, options, source, on_audio)
+            decoder = await open_recording(path, options)
+            return (await score_recording(client, decoder, options, source, on_audio))[2]
         clip = await asyncio.to_thread(audio.load, path, False, audio.WHOLE_RECORDING_LIMIT_S)
         row = (await score_clip(client, clip, options, source))[2]
         if on_audio:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from concurrent.futures import Future
 from pathlib import Path
 
 from e2v_client.client import Emotion2vecClient, ModelInfo, RetryPolicy
@@ -50,7 +51,11 @@ class BlockingClient:
 
     def call(self, coroutine):
         """Run a coroutine on the client's loop and wait for its result (or exception)."""
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+        return self.submit(coroutine).result()
+
+    def submit(self, coroutine) -> Future:
+        """Start a coroutine on the client's loop, for work that outlives one call (a live recording): its future."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop)
 
     def connect(self) -> ModelInfo:
         """The model's identity (the client's channels reconnect quickly after a server restart)."""

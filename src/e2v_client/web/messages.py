@@ -55,5 +55,17 @@ def run_message(errors: list[str], scored: int, output_dir: Path, random_weights
     return "".join(parts)
 
 
+def live_html(segments: int = 0, seconds: float = 0.0) -> str:
+    """A live recording under way: its speech segments so far."""
+    so_far = f"{segments} speech segment(s) in {seconds:.1f} s so far; " if segments else ""
+    return (
+        f'<div class="e2v-box e2v-info" id="e2v-live-status">Recording live: {so_far}each speech segment appears on '
+        "the timeline as it ends. Stop the recording to write its outputs folder.</div>"
+    )
+
+
+NO_LIVE_AUDIO = "No audio came from the microphone: let the page use it, record, then stop."
+
+
 def notice(text: str, elem_id: str = "e2v-notice") -> str:
     return f'<div class="e2v-box e2v-error" id="{elem_id}">{html.escape(text)}</div>'

@@ -1,5 +1,8 @@
 """The Gradio page: its layout, its look, and the HTML of each clip's result (at segment granularity, its timeline).
 
+Two tabs: files and recordings, scored when the button is pressed; and live, the microphone streamed to the server
+as it records (app.LiveRecording), its timeline growing segment by segment.
+
 Only this module and cli.py know Gradio, and Gradio is imported inside the functions: the page logic (app.py)
 stays testable without a browser, and a missing web extra is reported by e2v-web rather than as an ImportError.
 """
@@ -14,10 +17,12 @@ from pathlib import Path
 from e2v_client.client import GRANULARITIES
 from e2v_client.outputs import SUMMARY_COLUMNS
 from e2v_client.web import messages
-from e2v_client.web.app import ClipResult, RunResult, WebApp
+from e2v_client.web.app import ClipResult, LiveRecording, RunResult, WebApp
 from e2v_client.web.timeline import Timeline
 
 TITLE = "emotion2vec+ speech emotion recognition"
+LIVE_CHUNK_S = 0.5  # the browser sends the live microphone's audio this often
+LIVE_VIEW_S = 0.5  # while recording live, the page looks for new segments this often
 CSS = """
 .e2v-box {border-radius: 8px; padding: 10px 14px; margin: 4px 0; font-size: 15px; line-height: 1.5;}
 .e2v-info {background: #f3f6fb; border: 1px solid #d5deeb;}
@@ -55,9 +60,14 @@ def clip_card(result: ClipResult) -> str:
         f'<div class="e2v-headline"><span class="e2v-emotion">{html.escape(row.emotion or row.status)}</span> '
         f'<span class="e2v-confidence">confidence <b class="e2v-confidence-value">{row.confidence:.6f}</b> '
         f"({row.confidence * 100:.1f} %)</span></div>"
-        f'<div class="e2v-folder">Outputs folder: <code class="e2v-folder-path">{html.escape(row.folder)}</code>'
-        f"</div></div>"
+        f"{folder_html(row.folder)}</div>"
     )
+
+
+def folder_html(folder: str) -> str:
+    if not folder:  # a live recording under way
+        return '<div class="e2v-folder">Outputs folder: written when the recording stops</div>'
+    return f'<div class="e2v-folder">Outputs folder: <code class="e2v-folder-path">{html.escape(folder)}</code></div>'
 
 
 def summary_table(results: list[ClipResult]) -> list[list]:
@@ -67,6 +77,46 @@ def summary_table(results: list[ClipResult]) -> list[list]:
         values["folder"] = Path(values["folder"]).name if values["folder"] else ""
         rows.append([values[column] for column in SUMMARY_COLUMNS])
     return rows
+
+
+def run_outputs(app: WebApp, run: RunResult):
+    """What the page shows of a run (or of a live recording so far): the header, the message, the clips' results
+    (a list of dicts, which the page's gr.render draws), the summary table and the summary CSV."""
+    import gradio as gr
+
+    results = [
+        dict(
+            name=r.name,
+            ok=r.ok,
+            card=clip_card(r),
+            bar=r.bar_png,
+            frames=r.frame_png,
+            timeline=Timeline.of(r),
+            zip=r.zip_path,
+        )
+        for r in run.results
+    ]
+    table = summary_table(run.results) if run.summary_path else []
+    return (
+        app.header_html(),
+        run.message,
+        results,
+        gr.update(value=table, visible=bool(table)),
+        gr.update(value=str(run.summary_path) if run.summary_path else None, visible=run.summary_path is not None),
+    )
+
+
+def guarded(work) -> RunResult | None:
+    """work()'s RunResult, or a bug said on the page (the traceback goes to the terminal): the page keeps working."""
+    try:
+        return work()
+    except Exception as exc:
+        traceback.print_exc()
+        return RunResult(
+            messages.notice(
+                f"Internal error: {type(exc).__name__}: {exc}. The details are in the terminal that runs e2v-web."
+            )
+        )
 
 
 def timeline_view(timeline: Timeline) -> None:
@@ -121,61 +171,52 @@ def build_page(app: WebApp):
 
     # B008: Gradio injects the progress tracker only into a parameter whose default is gr.Progress().
     def on_run(files, recording, granularity, embedding, progress=gr.Progress()):  # noqa: B008
-        try:
-            run = app.run(files, recording, granularity, embedding, progress)
-        except Exception as exc:  # a bug: say so on the page (the traceback goes to the terminal), keep working
-            traceback.print_exc()
-            run = RunResult(
-                messages.notice(
-                    f"Internal error: {type(exc).__name__}: {exc}. The details are in the terminal that runs e2v-web."
-                )
-            )
-        results = [
-            dict(
-                name=r.name,
-                ok=r.ok,
-                card=clip_card(r),
-                bar=r.bar_png,
-                frames=r.frame_png,
-                timeline=Timeline.of(r),
-                zip=r.zip_path,
-            )
-            for r in run.results
-        ]
-        table = summary_table(run.results) if run.results else []
-        return (
-            app.header_html(),
-            run.message,
-            results,
-            gr.update(value=table, visible=bool(table)),
-            gr.update(value=str(run.summary_path) if run.summary_path else None, visible=run.summary_path is not None),
-        )
+        return run_outputs(app, guarded(lambda: app.run(files, recording, granularity, embedding, progress)))
 
     with gr.Blocks(title=TITLE, delete_cache=(3600, 24 * 3600)) as page:
         gr.Markdown(f"# {TITLE}")
         header = gr.HTML(app.header_html(), elem_id="e2v-header")
         with gr.Row():
-            with gr.Column(scale=1, min_width=300):
-                files = gr.File(
-                    label="Audio files", file_count="multiple", type="filepath", elem_id="e2v-files", height=160
-                )
-                gr.Markdown(
-                    f"wav, flac, ogg, mp3, m4a, aac, opus, webm, ... up to {app.max_upload_mb:g} MB each",
-                    elem_id="e2v-files-hint",
-                )
-                recording = gr.Audio(
-                    sources=["microphone"], type="numpy", label="Or record from the microphone", elem_id="e2v-mic"
-                )
-                granularity = gr.Radio(
-                    list(GRANULARITIES),
-                    value="utterance",
-                    label="Granularity",
-                    info="utterance: one answer per clip; frame: also scores per frame over time; "
-                    "segment: an answer per speech segment, on a timeline",
-                    elem_id="e2v-granularity",
-                )
-                embedding = gr.Checkbox(label="Extract embedding (embedding.npy)", value=False, elem_id="e2v-embedding")
-                button = gr.Button("Recognise emotion", variant="primary", elem_id="e2v-run")
+            with gr.Column(scale=1, min_width=300), gr.Tabs():
+                with gr.Tab("Files and recordings", elem_id="e2v-tab-files"):
+                    files = gr.File(
+                        label="Audio files", file_count="multiple", type="filepath", elem_id="e2v-files", height=160
+                    )
+                    gr.Markdown(
+                        f"wav, flac, ogg, mp3, m4a, aac, opus, webm, ... up to {app.max_upload_mb:g} MB each",
+                        elem_id="e2v-files-hint",
+                    )
+                    recording = gr.Audio(
+                        sources=["microphone"], type="numpy", label="Or record from the microphone", elem_id="e2v-mic"
+                    )
+                    granularity = gr.Radio(
+                        list(GRANULARITIES),
+                        value="utterance",
+                        label="Granularity",
+                        info="utterance: one answer per clip; frame: also scores per frame over time; "
+                        "segment: an answer per speech segment, on a timeline",
+                        elem_id="e2v-granularity",
+                    )
+                    embedding = gr.Checkbox(
+                        label="Extract embedding (embedding.npy)", value=False, elem_id="e2v-embedding"
+                    )
+                    button = gr.Button("Recognise emotion", variant="primary", elem_id="e2v-run")
+                with gr.Tab("Live", elem_id="e2v-tab-live"):
+                    live_mic = gr.Audio(
+                        sources=["microphone"],
+                        type="numpy",
+                        streaming=True,
+                        label="Live from the microphone",
+                        elem_id="e2v-live-mic",
+                    )
+                    gr.Markdown(
+                        "Record: each speech segment's emotion appears on the timeline as the segment ends. Stop: the "
+                        "recording is written as an outputs folder at segment granularity.",
+                        elem_id="e2v-live-hint",
+                    )
+                    # per browser session; a page closed while recording gives its recording up
+                    live = gr.State(None, delete_callback=lambda live: live and live.abandon())
+                    live_timer = gr.Timer(LIVE_VIEW_S, active=False)
             with gr.Column(scale=3):
                 message = gr.HTML("", elem_id="e2v-message")
                 results = gr.State([])
@@ -190,12 +231,13 @@ def build_page(app: WebApp):
                             with gr.Row(equal_height=False):
                                 with gr.Column(scale=2, min_width=260):
                                     gr.HTML(item["card"], elem_classes=["e2v-result-card"])
-                                    gr.File(
-                                        item["zip"],
-                                        label="Download the outputs folder (zip)",
-                                        interactive=False,
-                                        elem_classes=["e2v-zip"],
-                                    )
+                                    if item["zip"]:  # not while a live recording is under way
+                                        gr.File(
+                                            item["zip"],
+                                            label="Download the outputs folder (zip)",
+                                            interactive=False,
+                                            elem_classes=["e2v-zip"],
+                                        )
                                 gr.Image(
                                     item["bar"],
                                     type="filepath",
@@ -230,10 +272,46 @@ def build_page(app: WebApp):
                 summary_file = gr.File(label="Summary CSV", visible=False, interactive=False, elem_id="e2v-summary-csv")
 
         page.load(on_load, outputs=header)
-        button.click(
-            on_run,
-            inputs=[files, recording, granularity, embedding],
-            outputs=[header, message, results, table, summary_file],
-            concurrency_limit=1,
-        )
+        shown = [header, message, results, table, summary_file]
+        button.click(on_run, inputs=[files, recording, granularity, embedding], outputs=shown, concurrency_limit=1)
+        live_events(app, live_mic, live, live_timer, shown)
     return page
+
+
+def live_events(app: WebApp, mic, live, timer, shown: list) -> None:
+    """The live tab's events. The chunks only feed the stream: Gradio keeps only the newest chunk while their handler
+    runs, so it must be quick. The timer, running while recording, shows the segments as they arrive; stopping
+    writes the outputs folder. A live recording per browser session (the `live` State), several side by side."""
+    import gradio as gr
+
+    def on_start():
+        return gr.Timer(active=True), *run_outputs(app, RunResult(messages.live_html()))
+
+    def on_chunk(chunk, recording: LiveRecording | None):
+        try:
+            if recording is None or recording.stopped:  # made with the first chunk of each recording
+                recording = LiveRecording(app)
+            recording.push(chunk)
+        except Exception:  # a bug: the stream must go on (the timer's view says if the recording fails)
+            traceback.print_exc()
+        return recording
+
+    def on_tick(recording: LiveRecording | None):
+        view = guarded(recording.view) if recording is not None else None
+        return run_outputs(app, view) if view is not None else (gr.skip(),) * len(shown)
+
+    def on_stop(recording: LiveRecording | None):
+        run = guarded(recording.stop) if recording is not None else RunResult(messages.notice(messages.NO_LIVE_AUDIO))
+        return None, gr.Timer(active=False), *run_outputs(app, run)
+
+    mic.start_recording(on_start, outputs=[timer, *shown], show_progress="hidden")
+    mic.stream(
+        on_chunk,
+        inputs=[mic, live],
+        outputs=live,
+        stream_every=LIVE_CHUNK_S,
+        concurrency_limit=None,
+        show_progress="hidden",
+    )
+    timer.tick(on_tick, inputs=live, outputs=shown, concurrency_limit=None, show_progress="hidden")
+    mic.stop_recording(on_stop, inputs=live, outputs=[live, timer, *shown], concurrency_limit=None)
