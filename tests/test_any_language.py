@@ -192,17 +192,10 @@ def test_curl_timeline_script_gives_the_clients_segments(public_server, recordin
 
 
 @needs_node
-def test_node_client_gives_the_clients_segments(public_server, recording):
+@pytest.mark.parametrize("option", ["--segments", "--stream"])  # in pieces, or as a live stream
+def test_node_client_gives_the_clients_segments(public_server, recording, option):
     clip, prediction = recording
-    done = run_node(public_server, clip, public_server.token_file, "--segments")
-    assert done.returncode == 0 and done.stderr == "", done.stderr
-    assert_timeline(done.stdout, prediction)
-
-
-@needs_node
-def test_node_client_streams_the_clients_segments(public_server, recording):
-    clip, prediction = recording
-    done = run_node(public_server, clip, public_server.token_file, "--stream")
+    done = run_node(public_server, clip, public_server.token_file, option)
     assert done.returncode == 0 and done.stderr == "", done.stderr
     assert_timeline(done.stdout, prediction)
 
