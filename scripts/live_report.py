@@ -32,15 +32,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import platform
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from e2v_bench.memory import ProcessTreeMemory
 from e2v_bench.models import encoder_suffix, export_repository, random_checkpoint, repository_dir
-from e2v_bench.open_loop import capacity, mixed_clips, run_open_loop, summarize
+from e2v_bench.open_loop import capacity, mixed_clips, open_loop, summarize
 from e2v_bench.workload import cache_dir, call_recording
 from e2v_client import audio
 from e2v_client.client import Emotion2vecClient, RetryPolicy
@@ -64,10 +66,12 @@ FLOOD_CASES = {
     "shared": (0, contract.ENSEMBLE_MODEL, "a raw flood in the public ensemble at the default priority"),
 }
 FLOOD_CLIPS = 24
+FLOOD_HEAD_START_S = 6.0  # the flood's process starts (about 2 s) and fills the queues before the streams start
 
 
-async def one_stream(client: Emotion2vecClient, samples: np.ndarray) -> list[float]:
-    """Send `samples` in real time; the delay of each segment's result after its end was heard (s)."""
+async def one_stream(client: Emotion2vecClient, samples: np.ndarray) -> tuple[list[float], int]:
+    """Send `samples` in real time; the delay of each segment's result after its end was heard (s), and how many
+    times the stream was opened again (refused, e.g. when a segment could not be scored in time)."""
     delays, start = [], time.monotonic()
     stream = LiveStream(client, on_segment=lambda s: delays.append(time.monotonic() - (start + s.end)))
     step = round(STEP_S * RATE)
@@ -75,15 +79,16 @@ async def one_stream(client: Emotion2vecClient, samples: np.ndarray) -> list[flo
         await asyncio.sleep(max(0.0, start + first / RATE - time.monotonic()))
         await stream.feed(samples[first : first + step])
     await stream.feed(np.zeros(0, np.float32), last=True)
-    return delays
+    return delays, stream.restarts
 
 
 async def streams_at_once(url: str, calls: list[np.ndarray], count: int) -> dict:
     async with Emotion2vecClient(url, retry=RetryPolicy(retry_for=60)) as client:
         per_stream = await asyncio.gather(*(one_stream(client, calls[i % len(calls)]) for i in range(count)))
-    delays = np.array([d for stream in per_stream for d in stream])
+    delays = np.array([d for stream_delays, _ in per_stream for d in stream_delays])
     return {
         "streams": count,
+        "reopened": sum(restarts for _, restarts in per_stream),
         "segments": len(delays),
         "p50_s": float(np.percentile(delays, 50)) if len(delays) else None,
         "p95_s": float(np.percentile(delays, 95)) if len(delays) else None,
@@ -109,12 +114,17 @@ async def streams_beside_flood(
     url: str, calls: list[np.ndarray], count: int, flood: list[np.ndarray], rate: float, case: str, seconds: float
 ) -> dict:
     """`count` real-time streams while an open loop of `flood` clips at `rate` a second runs beside them (it starts
-    2 s earlier, to fill the queues, and runs until the streams are done): both measured in the same run."""
+    earlier, to fill the queues, and runs until the streams are done): both measured in the same run."""
     priority, model, _ = FLOOD_CASES[case]
-    load = asyncio.ensure_future(run_open_loop(url, flood, rate, seconds + 4.0, priority, model))
-    await asyncio.sleep(2.0)
-    streams = await streams_at_once(url, calls, count)
-    return {**streams, "case": case, "flood_rate_per_s": rate, "flood": summarize(await load, seconds + 4.0)}
+    # in a process of its own, as a flood comes from other clients: it does not hold up the streams' event loop
+    # (spawned: a forked child would share this process's gRPC state); it starts about 4 s before the streams
+    flood_seconds = FLOOD_HEAD_START_S + seconds + 2.0  # until the last segments are back
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as flooder:
+        load = asyncio.wrap_future(flooder.submit(open_loop, url, flood, rate, flood_seconds, priority, model))
+        await asyncio.sleep(FLOOD_HEAD_START_S)
+        streams = await streams_at_once(url, calls, count)
+        outcomes = await load
+    return {**streams, "case": case, "flood_rate_per_s": rate, "flood": summarize(outcomes, flood_seconds)}
 
 
 def dropped_streams(url: str, count: int, idle_s: float, memory: ProcessTreeMemory) -> dict:
@@ -179,7 +189,9 @@ def main() -> None:
     parser.add_argument(
         "--flood-cases", nargs="*", default=list(FLOOD_CASES), choices=list(FLOOD_CASES), help="none: no flood"
     )
-    parser.add_argument("--flood-streams", type=int, help="streams beside the flood (default: the capacity, >= 1)")
+    parser.add_argument(
+        "--flood-streams", type=int, nargs="+", help="stream counts beside the flood (default: the capacity, >= 1)"
+    )
     parser.add_argument("--dropped", type=int, default=1000, help="streams opened and dropped (default: %(default)s)")
     parser.add_argument("--dropped-rounds", type=int, default=3, help="times --dropped (default: %(default)s)")
     parser.add_argument(
@@ -216,17 +228,17 @@ def main() -> None:
         beside = []
         if args.flood_cases:
             flood_rps = asyncio.run(capacity(server.grpc_url, flood, max(5.0, args.seconds / 3)))
-            count = args.flood_streams or max(1, capacity_streams)
+            counts = args.flood_streams or [max(1, capacity_streams)]
             print(f"offline capacity: {flood_rps:.2f} requests/s of 0.5-30 s; the flood sends {2 * flood_rps:.2f}")
-            for case in args.flood_cases:
+            for case, count in ((case, count) for case in args.flood_cases for count in counts):
                 r = asyncio.run(
                     streams_beside_flood(server.grpc_url, calls, count, flood, 2 * flood_rps, case, args.seconds)
                 )
                 beside.append(r)
                 f = r["flood"]
                 print(f"{count} streams beside {FLOOD_CASES[case][2]}: delay p50 {r['p50_s']:.2f} s, p95 "
-                      f"{r['p95_s']:.2f} s; flood {f['answered']} answered, {f['refused']} refused, p50 "
-                      f"{f['p50_ms'] / 1000:.1f} s", flush=True)  # fmt: skip
+                      f"{r['p95_s']:.2f} s, reopened {r['reopened']}; flood {f['answered']} answered, {f['refused']} "
+                      f"refused, p50 {f['p50_ms'] / 1000:.1f} s", flush=True)  # fmt: skip
         rounds = []
         for _ in range(args.dropped_rounds if args.dropped else 0):
             rounds.append(dropped_streams(server.grpc_url, args.dropped, idle_s, memory))
@@ -238,11 +250,12 @@ def main() -> None:
         print(f"{r['streams']:>8}{r['segments']:>10}{r['p50_s']:>8.2f}{r['p95_s']:>8.2f}{r['max_s']:>8.2f}")
     print(f"capacity (p95 <= {P95_BAR_S:g} s): {capacity_streams} real-time streams; offline: {offline:.2f} audio s/s")
     if beside:
-        print(f"\n{'beside a flood at 2x offline capacity':<62}{'p50 s':>7}{'p95 s':>7}{'answered':>10}{'refused':>9}")
+        print(f"\n{'beside a flood at 2x offline capacity':<62}{'p50 s':>7}{'p95 s':>7}{'reopened':>9}"
+              f"{'answered':>10}{'refused':>9}")  # fmt: skip
         for r in beside:
             f = r["flood"]
             print(f"{r['streams']} streams, {FLOOD_CASES[r['case']][2]:<52}{r['p50_s']:>7.2f}{r['p95_s']:>7.2f}"
-                  f"{f['answered']:>10}{f['refused']:>9}")  # fmt: skip
+                  f"{r['reopened']:>9}{f['answered']:>10}{f['refused']:>9}")  # fmt: skip
     if rounds:
         pss = ", ".join(f"{r['pss_after_mb']:.0f}" for r in rounds)
         print(f"\n{args.dropped} streams opened and dropped, {len(rounds)} times: server PSS "

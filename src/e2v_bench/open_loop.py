@@ -89,9 +89,16 @@ async def capacity(url: str, clips: list[np.ndarray], seconds: float) -> float:
         return answered / (time.monotonic() - start)
 
 
-def open_loop(url: str, clips: list[np.ndarray], rate: float, seconds: float) -> list[Outcome]:
+def open_loop(
+    url: str,
+    clips: list[np.ndarray],
+    rate: float,
+    seconds: float,
+    priority: int = 0,
+    model: str = contract.ENSEMBLE_MODEL,
+) -> list[Outcome]:
     """Send rate requests per second for `seconds` (clips in turn); every request's outcome once all are done."""
-    return asyncio.run(run_open_loop(url, clips, rate, seconds))
+    return asyncio.run(run_open_loop(url, clips, rate, seconds, priority, model))
 
 
 def summarize(outcomes: list[Outcome], seconds: float) -> dict:
