@@ -176,13 +176,14 @@ def test_pieces_and_state_are_checked(tiny_server):
     state = first.as_numpy(contract.SEGMENTS_STATE)[0]
     assert call(state, last_piece=True).as_numpy(contract.RESUME_AT)[0] == -1
     forged = json.loads(state) | {"fed": 10**9}
-    for bad, words in [
-        (json.dumps(forged).encode(), "not a segments state"),
-        (b"{", "not a state this server gave"),
-        (None, "max_segment_s must be between"),
+    for bad, parameters, words in [
+        (json.dumps(forged).encode(), {}, "not a segments state"),
+        (b"{", {}, "not a state this server gave"),
+        (None, {"max_segment_s": 25.0}, "max_segment_s must be between"),
+        (None, {contract.PARAM_SCORED_BY: contract.ENCODER_MODEL}, "scored_by must be one of"),  # ensembles only
     ]:
         with pytest.raises(Exception, match=words):
-            call(bad, **({"max_segment_s": 25.0} if bad is None else {}))
+            call(bad, **parameters)
 
 
 def test_separate_channels_give_each_its_own_timeline(tiny_server, tmp_path):
