@@ -53,6 +53,8 @@ async def run_open_loop(
     priority: int = 0,
     model: str = contract.ENSEMBLE_MODEL,
 ) -> list[Outcome]:
+    """Send rate requests per second for `seconds` (clips in turn) to `model` at `priority`; every request's
+    outcome once all are done."""
     import tritonclient.grpc.aio as aioclient
 
     async with aioclient.InferenceServerClient(url) as client:
@@ -89,16 +91,9 @@ async def capacity(url: str, clips: list[np.ndarray], seconds: float) -> float:
         return answered / (time.monotonic() - start)
 
 
-def open_loop(
-    url: str,
-    clips: list[np.ndarray],
-    rate: float,
-    seconds: float,
-    priority: int = 0,
-    model: str = contract.ENSEMBLE_MODEL,
-) -> list[Outcome]:
-    """Send rate requests per second for `seconds` (clips in turn); every request's outcome once all are done."""
-    return asyncio.run(run_open_loop(url, clips, rate, seconds, priority, model))
+def open_loop(*args, **kwargs) -> list[Outcome]:
+    """run_open_loop from synchronous code (a script, or a process of its own beside other load)."""
+    return asyncio.run(run_open_loop(*args, **kwargs))
 
 
 def summarize(outcomes: list[Outcome], seconds: float) -> dict:
